@@ -1,0 +1,34 @@
+# One venv (.venv) holds the whole CPU stack, installed from exact pins with no resolver run
+# (requirements/cpu.lock; regenerate it from requirements/cpu.in, see the comment there).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup model run eval train test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements/cpu.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --no-deps -r requirements/cpu.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+# Convert the bundled default model once (cached under $$MEM1_HOME, default ~/.cache/mem1).
+model: setup
+	$(BIN)/mem1 model prepare
+
+# The main job on the embedded defaults (CPU, SmolLM2-135M, generated world, BM25).
+run: setup
+	$(BIN)/mem1 eval experiments/configs/eval_qa.yaml
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m experiments.bench.memory_scaling
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

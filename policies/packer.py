@@ -1,0 +1,253 @@
+"""The packer: episodes -> one token sequence each, with a block attention mask and per-token
+position ids, so that one forward pass reproduces exactly what the model saw at every turn.
+
+How it departs from the MEM1 reference (MEM1.md): the reference lays turns out at running
+positions and hides the previous turn's think tokens; here every generated token attends to
+exactly the tokens, at exactly the positions, it attended to when it was sampled, under any
+memory policy. The test is `tests/policies/test_packer.py`: packed log-probs equal per-turn
+replay within 1e-4 in fp32.
+
+Layout. The sequence is a list of *blocks*; a block is one segment (or a slice of one) laid
+out at consecutive positions after a *chain* of earlier blocks that it sees whole. A token
+sees every token of its chain and the earlier tokens of its own block. For turn t with
+context refs c1..cm, the packer walks the refs and reuses a block already laid out for the
+same ref after the same chain; otherwise it appends a context-only copy. Then the generated
+segment is appended after the chain. For MEM1 this gives
+    prompt | G1 | O1 | G2 | G2' O2 | G3 | G3' O3 | G4 ...
+(DESIGN.md): the prompt once, each observation once, each generated segment at most twice.
+Full context never copies anything. Only the original generated blocks carry loss.
+
+Dims: L = packed length of one episode, K = number of blocks, B = episodes in a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .records import PROMPT, Episode, Segment, SegmentRef
+
+
+@dataclass(frozen=True)
+class PackedEpisode:
+    """One episode laid out for a single forward pass (numpy, so it ships through Ray)."""
+
+    input_ids: np.ndarray  # (L,) int64
+    position_ids: np.ndarray  # (L,) int64: positions as seen at sampling time
+    block_ids: np.ndarray  # (L,) int32: which block each token belongs to
+    chains: np.ndarray  # (K, K) bool: chains[b, c] = block b sees block c whole
+    loss_mask: np.ndarray  # (L,) bool: generated tokens of the original turns
+    logit_index: np.ndarray  # (L,) int64: index whose logits predict this token (-1 off the loss)
+    old_logp: np.ndarray  # (L,) float32: sampling log-probs on the loss tokens, 0 elsewhere
+    turn_ids: np.ndarray  # (L,) int32: turn of each loss token, -1 elsewhere
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def pack_episode(episode: Episode) -> PackedEpisode:
+    """Lay out `episode` as described in the module docstring."""
+    segments = episode.segments
+    ids: list[int] = []
+    positions: list[int] = []
+    block_of_token: list[int] = []
+    blocks: list[tuple[int, int, tuple[int, ...]]] = []  # (start in packed seq, length, chain)
+    placed: dict[tuple[tuple[int, int, int], tuple[int, ...]], int] = {}  # (ref key, chain) -> block
+    loss_mask: list[bool] = []
+    logit_index: list[int] = []
+    old_logp: list[float] = []
+    turn_ids: list[int] = []
+
+    def place(key: tuple[int, int, int], chain: tuple[int, ...], position: int) -> int:
+        seg, start, stop = key
+        block = len(blocks)
+        blocks.append((len(ids), stop - start, chain))
+        ids.extend(segments[seg].token_ids[start:stop])
+        positions.extend(range(position, position + stop - start))
+        block_of_token.extend([block] * (stop - start))
+        loss_mask.extend([False] * (stop - start))
+        logit_index.extend([-1] * (stop - start))
+        old_logp.extend([0.0] * (stop - start))
+        turn_ids.extend([-1] * (stop - start))
+        placed[(key, chain)] = block
+        return block
+
+    for t, turn in enumerate(episode.turns):
+        chain: tuple[int, ...] = ()
+        position = 0
+        for ref in turn.context:
+            start, stop = ref.bounds(segments)
+            if stop == start:
+                continue
+            key = (ref.segment, start, stop)
+            block = placed.get((key, chain))
+            if block is None:
+                block = place(key, chain, position)
+            chain += (block,)
+            position += stop - start
+        if not chain:
+            raise ValueError(f"episode {episode.task_id!r}, turn {t}: empty context (the prompt must come first)")
+        gen = segments[turn.generated]
+        if len(turn.logp) != len(gen):
+            raise ValueError(
+                f"episode {episode.task_id!r}, turn {t}: {len(turn.logp)} log-probs for {len(gen)} generated tokens"
+            )
+        last_context_token = blocks[chain[-1]][0] + blocks[chain[-1]][1] - 1
+        first = len(ids)
+        place((turn.generated, 0, len(gen)), chain, position)
+        for i in range(len(gen)):
+            loss_mask[first + i] = True
+            logit_index[first + i] = last_context_token if i == 0 else first + i - 1
+            old_logp[first + i] = turn.logp[i]
+            turn_ids[first + i] = t
+
+    k = len(blocks)
+    chains = np.zeros((k, k), dtype=bool)
+    for b, (_, _, chain) in enumerate(blocks):
+        chains[b, list(chain)] = True
+    return PackedEpisode(
+        input_ids=np.asarray(ids, dtype=np.int64),
+        position_ids=np.asarray(positions, dtype=np.int64),
+        block_ids=np.asarray(block_of_token, dtype=np.int32),
+        chains=chains,
+        loss_mask=np.asarray(loss_mask, dtype=bool),
+        logit_index=np.asarray(logit_index, dtype=np.int64),
+        old_logp=np.asarray(old_logp, dtype=np.float32),
+        turn_ids=np.asarray(turn_ids, dtype=np.int32),
+    )
+
+
+def per_turn_replay(episode: Episode) -> list[PackedEpisode]:
+    """The reference path: each turn's context as its own sample (plain causal attention,
+    positions from 0). Slower (the prompt is repeated every turn) but obviously right; the
+    learner can use it as a fallback."""
+    out = []
+    for t, turn in enumerate(episode.turns):
+        context = Segment(PROMPT, tuple(episode.context_ids(turn.context)))
+        single = Episode(
+            task_id=episode.task_id,
+            segments=(context, episode.segments[turn.generated]),
+            turns=(replace(turn, context=(SegmentRef(0),), generated=1, observation=None),),
+        )
+        p = pack_episode(single)
+        out.append(replace(p, turn_ids=np.where(p.turn_ids >= 0, t, -1).astype(np.int32)))
+    return out
+
+
+@dataclass
+class PackedBatch:
+    """Packed episodes padded to one length, as torch tensors on one device."""
+
+    input_ids: torch.Tensor  # (B, L)
+    position_ids: torch.Tensor  # (B, L)
+    block_ids: torch.Tensor  # (B, L) int32, -1 on padding
+    chains: torch.Tensor  # (B, K, K) bool
+    loss_mask: torch.Tensor  # (B, L) bool
+    logit_index: torch.Tensor  # (B, L) int64, 0 off the loss
+    old_logp: torch.Tensor  # (B, L) float32
+    turn_ids: torch.Tensor  # (B, L) int32
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        return PackedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+
+def collate(packed: Sequence[PackedEpisode], pad_id: int = 0, device: str | torch.device = "cpu") -> PackedBatch:
+    """Right-pad to the longest episode. Padding tokens form no block (-1) and see only
+    themselves (see `dense_mask`), and carry no loss."""
+    b = len(packed)
+    length = max(p.num_tokens for p in packed)
+    k = max(p.chains.shape[0] for p in packed)
+
+    def pad(name: str, fill, dtype) -> torch.Tensor:
+        out = np.full((b, length), fill, dtype=dtype)
+        for i, p in enumerate(packed):
+            out[i, : p.num_tokens] = getattr(p, name)
+        return torch.from_numpy(out)
+
+    chains = np.zeros((b, k, k), dtype=bool)
+    for i, p in enumerate(packed):
+        n = p.chains.shape[0]
+        chains[i, :n, :n] = p.chains
+    batch = PackedBatch(
+        input_ids=pad("input_ids", pad_id, np.int64),
+        position_ids=pad("position_ids", 0, np.int64),
+        block_ids=pad("block_ids", -1, np.int32),
+        chains=torch.from_numpy(chains),
+        loss_mask=pad("loss_mask", False, bool),
+        logit_index=pad("logit_index", 0, np.int64).clamp_(min=0),
+        old_logp=pad("old_logp", 0.0, np.float32),
+        turn_ids=pad("turn_ids", -1, np.int32),
+    )
+    return batch.to(device)
+
+
+def dense_mask(block_ids: torch.Tensor, chains: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool mask for SDPA (True = attend). Quadratic in L: the CPU path and short
+    episodes only; long episodes on GPU use `flex_block_mask`."""
+    bsz, length = block_ids.shape
+    q = block_ids.long().clamp(min=0)
+    # sees_block[b, i, c] = token i's block sees block c whole
+    sees_block = torch.gather(chains, 1, q.unsqueeze(-1).expand(-1, -1, chains.shape[-1]))  # (B, L, K)
+    kv = block_ids.long().clamp(min=0).unsqueeze(1).expand(-1, length, -1)  # (B, L, L)
+    mask = torch.gather(sees_block, 2, kv)  # (B, L, L): query i sees key j's block whole
+    idx = torch.arange(length, device=block_ids.device)
+    same_block_causal = (block_ids.unsqueeze(2) == block_ids.unsqueeze(1)) & (idx[None, :, None] >= idx[None, None, :])
+    mask = (mask | same_block_causal) & (block_ids.unsqueeze(1) >= 0)
+    pad = block_ids < 0  # a padding token sees itself only, so no softmax row is empty
+    mask = mask | (pad.unsqueeze(2) & (idx[None, :, None] == idx[None, None, :]))
+    return mask.unsqueeze(1)
+
+
+def flex_block_mask(block_ids: torch.Tensor, chains: torch.Tensor):
+    """The same mask as a FlexAttention BlockMask (GPU, long episodes): never materialises
+    an L x L tensor. Keys after the query are always masked, so whole tiles are skipped."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    bsz, length = block_ids.shape
+    blocks = block_ids.long()
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        qb, kb = blocks[b, q_idx], blocks[b, kv_idx]
+        sees = chains[b, qb.clamp(min=0), kb.clamp(min=0)] & (kb >= 0) & (qb >= 0)
+        return sees | ((qb == kb) & (kv_idx <= q_idx))
+
+    return create_block_mask(mask_mod, B=bsz, H=None, Q_LEN=length, KV_LEN=length, device=block_ids.device)
+
+
+def token_logp(
+    model, batch: PackedBatch, *, temperature: float = 1.0, attention: str = "sdpa", chunk: int = 1024
+) -> torch.Tensor:
+    """Log-prob of every token under `model` from one packed forward pass: (B, L), valid
+    where `batch.loss_mask`. Logits are computed only at the predicting positions, in
+    chunks, so the (L, vocab) matrix is never held whole."""
+    mask = flex_block_mask(batch.block_ids, batch.chains) if attention == "flex" else dense_mask(batch.block_ids, batch.chains)
+    backbone = getattr(model, model.base_model_prefix)  # the decoder without the LM head
+    out = backbone(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask)
+    hidden = out.last_hidden_state  # (B, L, H)
+    return logp_from_hidden(model, hidden, batch.input_ids, batch.logit_index, batch.loss_mask, temperature, chunk)
+
+
+def logp_from_hidden(
+    model,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    logit_index: torch.Tensor,
+    loss_mask: torch.Tensor,
+    temperature: float = 1.0,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Selective log-softmax: for each loss token, log p(token | hidden at logit_index)."""
+    bsz, length = input_ids.shape
+    out = torch.zeros(bsz, length, dtype=torch.float32, device=hidden.device)
+    rows, cols = loss_mask.nonzero(as_tuple=True)  # (N,), (N,)
+    head = model.get_output_embeddings()
+    for s in range(0, rows.numel(), chunk):
+        r, c = rows[s : s + chunk], cols[s : s + chunk]
+        h = hidden[r, logit_index[r, c]]  # (n, H)
+        logits = head(h).float() / temperature  # (n, V)
+        out[r, c] = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[r, c].unsqueeze(-1)).squeeze(-1)
+    return out
