@@ -11,6 +11,9 @@ observation (and the env's format penalty) and the episode goes on. An env never
 Every env exposes `stop_strings`: generation stops at the first of them (the closing action
 tags), and everything after is cut by the sampler on a token boundary.
 
+`reset`'s info may carry "demonstration": ((role, text), ...), a worked exchange the agent
+is shown before the task (few-shot); the chat template renders it as earlier turns.
+
 `step`'s info carries at least:
 - "action": the action kind ("search", "answer", "click", "buy", or "invalid"),
 - "valid": whether the text followed the protocol,

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import columns as C
 from .records import PROMPT, Episode, Segment, SegmentRef
 
 
@@ -154,35 +155,67 @@ class PackedBatch:
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
+    @classmethod
+    def from_columns(cls, cols) -> PackedBatch:
+        """From a mapping of column tensors (an RLlib train batch), trimmed to the longest
+        real row so micro-batches do not carry the whole batch's padding."""
+        length = int(cols[C.NUM_TOKENS].max()) if C.NUM_TOKENS in cols else cols[C.INPUT_IDS].shape[1]
+        return cls(
+            input_ids=cols[C.INPUT_IDS][:, :length],
+            position_ids=cols[C.POSITION_IDS][:, :length],
+            block_ids=cols[C.BLOCK_IDS][:, :length],
+            chains=cols[C.CHAINS].bool(),
+            loss_mask=cols[C.LOSS_MASK][:, :length].bool(),
+            logit_index=cols[C.LOGIT_INDEX][:, :length],
+            old_logp=cols[C.SAMPLE_LOGP][:, :length],
+            turn_ids=cols[C.TURN_IDS][:, :length],
+        )
 
-def collate(packed: Sequence[PackedEpisode], pad_id: int = 0, device: str | torch.device = "cpu") -> PackedBatch:
-    """Right-pad to the longest episode. Padding tokens form no block (-1) and see only
-    themselves (see `dense_mask`), and carry no loss."""
+
+def pad_columns(packed: Sequence[PackedEpisode], pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Packed episodes as padded numpy columns (policies/columns.py names): token columns
+    (B, L), chains (B, K, K), `num_tokens` (B,). Padding tokens form no block (-1), see only
+    themselves (`dense_mask`) and carry no loss."""
     b = len(packed)
     length = max(p.num_tokens for p in packed)
     k = max(p.chains.shape[0] for p in packed)
 
-    def pad(name: str, fill, dtype) -> torch.Tensor:
+    def pad(name: str, fill, dtype) -> np.ndarray:
         out = np.full((b, length), fill, dtype=dtype)
         for i, p in enumerate(packed):
             out[i, : p.num_tokens] = getattr(p, name)
-        return torch.from_numpy(out)
+        return out
 
     chains = np.zeros((b, k, k), dtype=bool)
     for i, p in enumerate(packed):
         n = p.chains.shape[0]
         chains[i, :n, :n] = p.chains
-    batch = PackedBatch(
-        input_ids=pad("input_ids", pad_id, np.int64),
-        position_ids=pad("position_ids", 0, np.int64),
-        block_ids=pad("block_ids", -1, np.int32),
-        chains=torch.from_numpy(chains),
-        loss_mask=pad("loss_mask", False, bool),
-        logit_index=pad("logit_index", 0, np.int64).clamp_(min=0),
-        old_logp=pad("old_logp", 0.0, np.float32),
-        turn_ids=pad("turn_ids", -1, np.int32),
-    )
-    return batch.to(device)
+    return {
+        C.INPUT_IDS: pad("input_ids", pad_id, np.int64),
+        C.POSITION_IDS: pad("position_ids", 0, np.int64),
+        C.BLOCK_IDS: pad("block_ids", -1, np.int32),
+        C.CHAINS: chains,
+        C.LOSS_MASK: pad("loss_mask", False, bool),
+        C.LOGIT_INDEX: np.maximum(pad("logit_index", 0, np.int64), 0),
+        C.SAMPLE_LOGP: pad("old_logp", 0.0, np.float32),
+        C.TURN_IDS: pad("turn_ids", -1, np.int32),
+        C.NUM_TOKENS: np.asarray([p.num_tokens for p in packed], dtype=np.int64),
+    }
+
+
+def token_rewards(packed: PackedEpisode, turn_rewards: Sequence[float]) -> np.ndarray:
+    """(L,) each turn's reward placed on that turn's last generated token."""
+    out = np.zeros(packed.num_tokens, dtype=np.float32)
+    for t, r in enumerate(turn_rewards):
+        idx = np.nonzero(packed.turn_ids == t)[0]
+        if idx.size:
+            out[idx[-1]] += r
+    return out
+
+
+def collate(packed: Sequence[PackedEpisode], pad_id: int = 0, device: str | torch.device = "cpu") -> PackedBatch:
+    """Padded torch batch of packed episodes (see `pad_columns`)."""
+    return PackedBatch.from_columns({k: torch.from_numpy(v) for k, v in pad_columns(packed, pad_id).items()}).to(device)
 
 
 def dense_mask(block_ids: torch.Tensor, chains: torch.Tensor) -> torch.Tensor:
@@ -218,36 +251,40 @@ def flex_block_mask(block_ids: torch.Tensor, chains: torch.Tensor):
     return create_block_mask(mask_mod, B=bsz, H=None, Q_LEN=length, KV_LEN=length, device=block_ids.device)
 
 
-def token_logp(
-    model, batch: PackedBatch, *, temperature: float = 1.0, attention: str = "sdpa", chunk: int = 1024
-) -> torch.Tensor:
-    """Log-prob of every token under `model` from one packed forward pass: (B, L), valid
-    where `batch.loss_mask`. Logits are computed only at the predicting positions, in
-    chunks, so the (L, vocab) matrix is never held whole."""
+def forward_packed(
+    model,
+    batch: PackedBatch,
+    *,
+    attention: str = "sdpa",
+    temperature: float = 1.0,
+    entropy: bool = False,
+    value_head=None,
+) -> dict[str, torch.Tensor]:
+    """One packed forward pass. Returns (B, L) tensors, valid on `batch.loss_mask`:
+    "logp" of each token, "entropy" of the distribution it was drawn from (if asked), and
+    "values" from `value_head` on the hidden state that predicted it (if given).
+
+    Logits are computed only at the N predicting positions ((N, V), not (B, L, V)); memory
+    is bounded by micro-batching in the learner."""
     mask = flex_block_mask(batch.block_ids, batch.chains) if attention == "flex" else dense_mask(batch.block_ids, batch.chains)
     backbone = getattr(model, model.base_model_prefix)  # the decoder without the LM head
-    out = backbone(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask)
-    hidden = out.last_hidden_state  # (B, L, H)
-    return logp_from_hidden(model, hidden, batch.input_ids, batch.logit_index, batch.loss_mask, temperature, chunk)
-
-
-def logp_from_hidden(
-    model,
-    hidden: torch.Tensor,
-    input_ids: torch.Tensor,
-    logit_index: torch.Tensor,
-    loss_mask: torch.Tensor,
-    temperature: float = 1.0,
-    chunk: int = 1024,
-) -> torch.Tensor:
-    """Selective log-softmax: for each loss token, log p(token | hidden at logit_index)."""
-    bsz, length = input_ids.shape
-    out = torch.zeros(bsz, length, dtype=torch.float32, device=hidden.device)
-    rows, cols = loss_mask.nonzero(as_tuple=True)  # (N,), (N,)
-    head = model.get_output_embeddings()
-    for s in range(0, rows.numel(), chunk):
-        r, c = rows[s : s + chunk], cols[s : s + chunk]
-        h = hidden[r, logit_index[r, c]]  # (n, H)
-        logits = head(h).float() / temperature  # (n, V)
-        out[r, c] = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[r, c].unsqueeze(-1)).squeeze(-1)
+    hidden = backbone(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+    rows, cols = batch.loss_mask.nonzero(as_tuple=True)  # (N,)
+    h = hidden[rows, batch.logit_index[rows, cols]]  # (N, H)
+    logp_all = torch.log_softmax(model.get_output_embeddings()(h).float() / temperature, dim=-1)  # (N, V)
+    out = {"logp": _scatter(logp_all.gather(-1, batch.input_ids[rows, cols, None])[:, 0], batch.loss_mask, rows, cols)}
+    if entropy:
+        out["entropy"] = _scatter(-(logp_all.exp() * logp_all).sum(-1), batch.loss_mask, rows, cols)
+    if value_head is not None:
+        out["values"] = _scatter(value_head(h.float())[:, 0], batch.loss_mask, rows, cols)
     return out
+
+
+def token_logp(model, batch: PackedBatch, *, temperature: float = 1.0, attention: str = "sdpa") -> torch.Tensor:
+    """(B, L) log-prob of every loss token from one packed forward pass."""
+    return forward_packed(model, batch, attention=attention, temperature=temperature)["logp"]
+
+
+def _scatter(values: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """(N,) values at the mask's positions -> (B, L), zeros elsewhere (keeps the graph)."""
+    return values.new_zeros(mask.shape).index_put((rows, cols), values)

