@@ -20,6 +20,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import ray
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env import INPUT_ENV_SPACES
 from ray.rllib.env.env_runner import EnvRunner
@@ -113,6 +114,8 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
             return
         if seq and seq <= self._weights_seq_no:
             return
+        if isinstance(module_state, ray.ObjectRef):  # remote runners get the weights via the object store
+            module_state = ray.get(module_state)
         self.sampler.load_weights(module_state.get(DEFAULT_MODULE_ID, module_state))
         self._weights_seq_no = seq
 

@@ -20,6 +20,7 @@ all live episodes at once, and then reference them from `context`.
 
 from __future__ import annotations
 
+import inspect
 import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Sequence
@@ -138,7 +139,12 @@ def make_memory_policy(spec: str | dict[str, Any] | MemoryPolicy) -> MemoryPolic
             kwargs[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
     if name not in MEMORY_POLICIES:
         raise ValueError(f"unknown memory policy {name!r}; allowed: {sorted(MEMORY_POLICIES)}")
+    cls = MEMORY_POLICIES[name]
+    allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(allowed))
     try:
-        return MEMORY_POLICIES[name](**kwargs)
-    except TypeError as e:
-        raise ValueError(f"bad arguments {kwargs} for memory policy {name!r}: {e}") from None
+        if unknown:
+            raise TypeError(f"unexpected {', '.join(unknown)}")
+        return cls(**kwargs)
+    except TypeError as e:  # unknown names, positional extras, or values of the wrong type
+        raise ValueError(f"bad arguments {kwargs} for memory policy {name!r} ({e}); allowed: {allowed}") from None

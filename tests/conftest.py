@@ -30,3 +30,24 @@ def tiny_model(tiny_model_dir):
     from policies.models import load_model
 
     return load_model(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def char_model_dir(tmp_path_factory):
+    """A tiny random-init model over a ~100-token character vocabulary (offline, instant):
+    small enough that RL visibly learns in a few iterations on CPU."""
+    from policies.models import build_char_tokenizer, build_tiny_model
+
+    path = tmp_path_factory.mktemp("char-model")
+    build_tiny_model(build_char_tokenizer(), seed=0, save_to=path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster for the module's tests (3 CPUs: a driver and two env runners)."""
+    import ray
+
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False, namespace="mem1-tests")
+    yield
+    ray.shutdown()
