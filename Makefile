@@ -20,15 +20,20 @@ $(STAMP): requirements/cpu.lock pyproject.toml
 model: setup
 	$(BIN)/mem1 model prepare
 
-# The main job on the embedded defaults (CPU, SmolLM2-135M, generated world, BM25).
+# The main job on the embedded defaults (CPU, SmolLM2-135M, generated world, BM25): train mem1
+# with GRPO for a few iterations, then evaluate trained vs untrained and mem1 vs full context.
 run: setup
-	$(BIN)/mem1 eval experiments/configs/eval_qa.yaml
+	$(BIN)/mem1 main
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every benchmark, each writing experiments/bench/results/NAME.json (minutes to hours on CPU).
 bench: setup
 	$(BIN)/python -m experiments.bench.memory_scaling
+	$(BIN)/python -m experiments.bench.learner
+	$(BIN)/python -m experiments.bench.sampler_throughput --backend transformers
+	$(BIN)/python -m experiments.bench.sampler_throughput --backend vllm
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

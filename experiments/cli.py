@@ -1,5 +1,7 @@
 """`mem1`: the command line of the platform.
 
+    mem1 main [--train CONFIG] [--eval CONFIG] the README's main job: train mem1, then evaluate it
+                                               against the untrained model and full context
     mem1 eval CONFIG [-o key=value ...]        compare memory policies (MLflow, plots, table)
     mem1 train CONFIG [--resume] [-o ...]      RL training on RLlib's new API stack
     mem1 serve retriever --corpus FILE.jsonl   the Search-R1 retrieval API on 127.0.0.1
@@ -15,6 +17,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -23,6 +26,13 @@ def _eval(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, EvalConfig, args.override)
     evaluate(config)
+    return 0
+
+
+def _main_job(args: argparse.Namespace) -> int:
+    from .main_job import load_configs, main_job
+
+    main_job(*load_configs(args.train, args.eval, args.train_override, args.eval_override))
     return 0
 
 
@@ -61,8 +71,16 @@ def _model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mem1", description="Train and evaluate constant-memory LLM agents (MEM1).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the logs of vLLM and torch that are hidden otherwise")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("main", help="the main job: train mem1 with GRPO, then evaluate trained vs untrained and mem1 vs full context")
+    configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    p.add_argument("--train", default=os.path.join(configs, "train_qa_grpo.yaml"), metavar="CONFIG", help="default: experiments/configs/train_qa_grpo.yaml")
+    p.add_argument("--eval", default=os.path.join(configs, "eval_qa.yaml"), metavar="CONFIG", help="default: experiments/configs/eval_qa.yaml")
+    p.add_argument("-t", "--train-override", action="append", default=[], metavar="KEY=VALUE", help="override of the train config, e.g. -t training.iterations=10")
+    p.add_argument("-e", "--eval-override", action="append", default=[], metavar="KEY=VALUE", help="override of the eval config, e.g. -e data.n_values=[1,2,4,8,16]")
+    p.set_defaults(func=_main_job)
 
     p = sub.add_parser("eval", help="evaluate memory policies at several N; logs to MLflow")
     p.add_argument("config")
@@ -96,10 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Keep the console for the job's own progress. On CPU a vLLM engine start logs ~35 lines
+    (platform probes, LD_PRELOAD hints, the same thread warning six times), torch's C++ side a
+    NUMA note, and a deprecation warning fires from vLLM's kernel scan; `-v` shows them all.
+    Set before the libraries are imported (each reads its variable then); explicit settings win."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())  # its import-time Triton probes log before vLLM reads that
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager"
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.* is deprecated", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.verbose:
+        _quiet_libraries()
     from .config import ConfigError
 
     try:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
+from envs.data.world import resolve_size
 from envs.qa import QAConfig
 from policies.memory import make_memory_policy
 from policies.models import DEFAULT_MODEL
@@ -63,6 +64,15 @@ class DataSection(Section):
     tasks_per_n: int = Field(8, ge=1)
     seed: int = Field(0, description="Seed of task composition.")
 
+    @field_validator("world_size", mode="before")
+    @classmethod
+    def _world_size(cls, v: Any) -> Any:
+        # checked at load, not when the job builds the world minutes later; YAML may give an int
+        if isinstance(v, (str, int)) and not isinstance(v, bool):
+            resolve_size(int(v) if str(v).isdigit() else v)  # raises with the presets and the minimum
+            return str(v)
+        return v
+
     @field_validator("n_values")
     @classmethod
     def _n_values(cls, v: list[int]) -> list[int]:
@@ -94,15 +104,17 @@ class QAEnvSection(Section):
 
 class WebQAEnvSection(QAEnvSection):
     kind: Literal["webqa"] = Field("webqa", description="QA with a web-search API instead of the local retriever (envs/webqa).")
-    provider: Literal["searxng", "serper"] = Field("searxng", description="Wire format of the search API: SearXNG's JSON API or a Serper-style POST API.")
-    url: str | None = Field(None, description="Search endpoint; None starts a local test server speaking `provider`'s format over the generated world.")
-    api_key_env: str | None = Field(None, description="Environment variable holding the API key (Serper); never put keys in configs.")
-    timeout_s: float = Field(10.0, gt=0)
-    retries: int = Field(3, ge=0)
-    rate_limit_per_s: float = Field(5.0, gt=0, description="Client-side cap on requests per second.")
-    cache_dir: Path | None = Field(None, description="On-disk cache of search results; None: under the output directory.")
-    fetch_pages: bool = Field(False, description="Also fetch each result page and show its text (HTML stripped, capped at page_chars).")
-    page_chars: int = Field(1500, ge=100)
+    provider: Literal["searxng", "serper"] = Field("searxng", description="Wire format of the search API: SearXNG's JSON API (GET /search?format=json) or a Serper-style API (POST /search, X-API-KEY).")
+    url: str | None = Field(None, description="Search endpoint, e.g. http://127.0.0.1:8888 (SearXNG) or https://google.serper.dev (Serper); /search is appended when missing. None starts a local test server speaking both formats over the generated world (or retriever.corpus).")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key, sent as X-API-KEY (Serper); never put keys in configs. With the local server, the key it requires.")
+    provider_options: dict[str, str | int] = Field(default_factory=dict, description="Extra request parameters of the wire format: SearXNG language, categories, engines, pageno, time_range, safesearch; Serper gl, hl, location, tbs, page, autocorrect.")
+    timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for an answer (per attempt, and per page fetch).")
+    retries: int = Field(3, ge=0, description="Retries after a timeout, connection error, 5xx or 429 (exponential backoff, Retry-After honoured).")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry (capped at 30 s).")
+    rate_limit_per_s: float = Field(5.0, gt=0, description="Client-side cap on search requests per second (retries included; cache hits are free).")
+    cache_dir: Path | None = Field(None, description="On-disk cache of search results and pages (a repeated query never reaches the API); None: <output_dir>/webqa-cache.")
+    fetch_pages: bool = Field(False, description="Also fetch each result page and show its text (HTML stripped, capped at page_chars) instead of the snippet; a page that fails keeps the snippet.")
+    page_chars: int = Field(1500, ge=100, description="Characters of page text per result when fetch_pages is on.")
 
 
 class WebShopEnvSection(Section):
@@ -164,6 +176,8 @@ class EvalConfig(Section):
     seed: int = 0
     policies: list[str] = Field(["mem1", "full_context", "window(k=2)"], description="Memory policies to compare (policies/memory.py).")
     model: ModelSection = ModelSection()
+    compare_models: dict[str, str] = Field(default_factory=dict, description="More models to evaluate on the same tasks, label: hub id or folder (e.g. trained: runs/.../model); their rows are named <policy>@<label>.")
+    compare_policies: list[str] | None = Field(None, description="Memory policies the compare_models play; None: all of `policies`.")
     sampler: SamplerSection = SamplerSection()
     retriever: RetrieverSection = RetrieverSection()
     data: DataSection = DataSection()

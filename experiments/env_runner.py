@@ -21,6 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import ray
+from tqdm.auto import tqdm
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env import INPUT_ENV_SPACES
 from ray.rllib.env.env_runner import EnvRunner
@@ -82,7 +83,13 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                     seed=derive_seed(tc.seed, iteration, task.id, g), tags={"group": group, "n": n, "policy": self.memory.spec},
                 ))
         stats = RolloutStats()
-        episodes = rollout(requests, self.sampler, self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats)
+        # A bar for the driver's own runner on a terminal (disable=None: off when not a TTY);
+        # remote runners' output would interleave, their progress shows per iteration.
+        with tqdm(total=len(requests), desc=f"iteration {iteration + 1} sampling", unit="ep", leave=False, disable=None if not self.worker_index else True, dynamic_ncols=True) as bar:
+            episodes = rollout(
+                requests, self.sampler, self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats,
+                on_episode_end=lambda ep: bar.update(1),
+            )
         records = []
         for ep in episodes:
             if not ep.turns:  # ended before its first call (context overflow): nothing to learn from

@@ -59,37 +59,49 @@ def evaluate(config: EvalConfig, *, sampler=None, domain: Domain | None = None, 
     model_config = _model_config(config.model.name)
     kv_bytes = kv_bytes_per_token(model_config, 2) if model_config is not None else None
 
+    # (row label suffix, model, policies): the config's model first, then compare_models; one
+    # sampler at a time, so two vLLM engines never hold memory together.
+    models = [("", config.model.name, config.policies)]
+    models += [(f"@{label}", name, config.compare_policies or config.policies) for label, name in config.compare_models.items()]
+    episodes: list[Episode] = []
+    stats = RolloutStats()
     with contextlib.ExitStack() as stack:
         if domain is None:
             domain = stack.enter_context(make_domain(config))
         tasks = domain.tasks(config.data.split)
-        if sampler is None:
-            sampler = build_sampler(config.model, config.sampler, tokenizer, seed=config.seed)
-            stack.callback(sampler.close)
-        requests = [
-            EpisodeRequest(
-                task=task,
-                env=domain.make_env(n),
-                memory=make_memory_policy(spec),
-                seed=config.seed,
-                tags={"policy": spec, "n": n},
-            )
-            for spec in config.policies
-            for n, ts in sorted(tasks.items())
-            for task in ts
-        ]
-        log.info("evaluating %d episodes (%s): policies %s, N %s", len(requests), config.env.kind, config.policies, sorted(tasks))
-        stats = RolloutStats()
-        with tqdm(total=len(requests), desc="episodes", unit="ep", disable=quiet, dynamic_ncols=True) as bar:
+        total = sum(len(specs) * sum(map(len, tasks.values())) for _, _, specs in models)
+        log.info("evaluating %d episodes (%s): policies %s, N %s, models %s", total, config.env.kind, config.policies, sorted(tasks), [m for _, m, _ in models])
+        with tqdm(total=total, desc="episodes", unit="ep", disable=quiet, dynamic_ncols=True) as bar:
             def on_end(ep: Episode) -> None:
                 bar.update(1)
                 bar.set_postfix(turns=stats.turns, tok_s=f"{stats.tokens_per_s:.0f}")
 
-            episodes = rollout(
-                requests, sampler, chat, sampling_params(config.sampler),
-                max_model_len=config.sampler.max_model_len, kv_bytes_per_token=kv_bytes,
-                on_episode_end=on_end, stats=stats,
-            )
+            for suffix, model_name, specs in models:
+                with contextlib.ExitStack() as model_stack:
+                    model_sampler = sampler if not suffix else None
+                    if suffix and load_tokenizer(model_name).get_vocab() != tokenizer.get_vocab():
+                        raise ValueError(f"compare_models{suffix.replace('@', '.')}={model_name!r}: its tokenizer differs from model.name's; compared models must share one (e.g. a policy trained from model.name)")
+                    if model_sampler is None:
+                        model_config = config.model.model_copy(update={"name": model_name})
+                        model_sampler = build_sampler(model_config, config.sampler, tokenizer, seed=config.seed)
+                        model_stack.callback(model_sampler.close)
+                    requests = [
+                        EpisodeRequest(
+                            task=task,
+                            env=domain.make_env(n),
+                            memory=make_memory_policy(spec),
+                            seed=config.seed,
+                            tags={"policy": spec + suffix, "n": n},
+                        )
+                        for spec in specs
+                        for n, ts in sorted(tasks.items())
+                        for task in ts
+                    ]
+                    episodes += rollout(
+                        requests, model_sampler, chat, sampling_params(config.sampler),
+                        max_model_len=config.sampler.max_model_len, kv_bytes_per_token=kv_bytes,
+                        on_episode_end=on_end, stats=stats,
+                    )
 
     rows = report.aggregate(episodes)
     wall = time.perf_counter() - t_start
@@ -118,7 +130,7 @@ def _write_outputs(run_dir: Path, config: EvalConfig, rows, episodes, stats: Rol
     files = {
         "episodes": report.write_episodes_jsonl(episodes, run_dir / "episodes.jsonl"),
         "summary_csv": report.write_csv(rows, run_dir / "summary.csv"),
-        "accuracy_plot": report.plot_vs_n(rows, run_dir / "accuracy_vs_n.png", ["eval/em", "eval/f1"], "Accuracy per objective vs number of objectives"),
+        "accuracy_plot": report.plot_vs_n(rows, run_dir / "accuracy_vs_n.png", _accuracy_metrics(rows), "Accuracy per objective vs number of objectives"),
         "memory_plot": report.plot_vs_n(rows, run_dir / "peak_tokens_vs_n.png", ["memory/peak_tokens", "memory/mean_tokens"], "Tokens per model call vs number of objectives"),
     }
     summary = {
@@ -139,6 +151,13 @@ def _write_outputs(run_dir: Path, config: EvalConfig, rows, episodes, stats: Rol
     return files
 
 
+def _accuracy_metrics(rows: list[dict]) -> list[str]:
+    """What the accuracy plot shows: the env's own task outcome where it reports one
+    (WebShop's success rate and score), else EM and F1."""
+    outcomes = [m for m in report.OUTCOME_METRICS if rows and m in rows[0]]
+    return outcomes or ["eval/em", "eval/f1"]
+
+
 def _yaml(config: EvalConfig) -> str:
     import yaml
 
@@ -152,10 +171,12 @@ def _log_mlflow(config: EvalConfig, run_dir: Path, rows, stats: RolloutStats, fi
     with tracking.run(exp_id, config.tracking.run_name or run_dir.name, params=params, tags={"kind": "eval", "run_dir": str(run_dir.resolve())}) as parent:
         tracking.log_metrics({"perf/wall_s": wall, "perf/tokens_per_s": stats.tokens_per_s, "perf/generated_tokens": stats.generated_tokens})
         tracking.log_artifacts(list(files.values()))
-        for spec in config.policies:
-            policy_rows = [r for r in rows if r["policy"] == spec]
-            child_params = {"memory_policy": spec, "model.name": config.model.name, "data.tasks_per_n": config.data.tasks_per_n}
-            with tracking.run(exp_id, f"{run_dir.name}/{spec}", params=child_params, tags={"kind": "eval", "memory_policy": spec}, parent_run_id=parent.info.run_id):
+        for label in dict.fromkeys(r["policy"] for r in rows):  # e.g. mem1, full_context, mem1@trained
+            policy_rows = [r for r in rows if r["policy"] == label]
+            spec, _, model_label = label.partition("@")
+            model_name = config.compare_models[model_label] if model_label else config.model.name
+            child_params = {"memory_policy": spec, "model.name": model_name, "model.label": model_label or "base", "data.tasks_per_n": config.data.tasks_per_n}
+            with tracking.run(exp_id, f"{run_dir.name}/{label}", params=child_params, tags={"kind": "eval", "memory_policy": spec, "model": model_label or "base"}, parent_run_id=parent.info.run_id):
                 for r in policy_rows:
                     tracking.log_metrics({k: v for k, v in r.items() if "/" in k}, step=int(r["n"]))
         return parent.info.run_id, uri

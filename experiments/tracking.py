@@ -96,5 +96,6 @@ def log_artifacts(paths: list[Path], artifact_path: str | None = None) -> None:
 def quiet() -> None:
     """MLflow's own chatter (migrations, emoji links) is not for our console."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow resets its loggers to this level when imported
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
