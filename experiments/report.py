@@ -34,12 +34,20 @@ EPISODE_METRICS = {
     "rollout/valid_action_rate": lambda e: sum(bool(t.info.get("valid")) for t in e.turns) / max(len(e.turns), 1),
     "rollout/context_overflow": lambda e: float(e.info.get("end_reason") == "context_overflow"),
 }
-TABLE_COLUMNS = ["eval/em", "eval/f1", "eval/em_sum", "memory/peak_tokens", "memory/mean_tokens", "rollout/turns", "rollout/valid_action_rate"]
+# Task outcomes an env reports in its last step's info when its tasks have them (WebShop's
+# score and whether it was 1.0, the toy env's): metric -> info key. A metric is reported when
+# any episode of the evaluation carries its key; an episode without it (one that ended on a
+# context overflow) counts as 0, like an unanswered QA task.
+OUTCOME_METRICS = {"eval/success": "success", "eval/reward": "reward"}
+TABLE_COLUMNS = ["eval/success", "eval/reward", "eval/em", "eval/f1", "eval/em_sum", "memory/peak_tokens", "memory/mean_tokens", "rollout/turns", "rollout/valid_action_rate"]
 
 
 def aggregate(episodes: Iterable[Episode], keys: Sequence[str] = ("policy", "n")) -> list[dict]:
     """Mean of every episode metric per group (e.g. per memory policy and N), plus the max
-    peak tokens and the episode count."""
+    peak tokens and the episode count; success rate and mean task reward where the env
+    reports them (OUTCOME_METRICS)."""
+    episodes = list(episodes)
+    outcomes = {name: key for name, key in OUTCOME_METRICS.items() if any(key in e.info for e in episodes)}
     groups: dict[tuple, list[Episode]] = defaultdict(list)
     for ep in episodes:
         groups[tuple(ep.info.get(k) for k in keys)].append(ep)
@@ -47,6 +55,8 @@ def aggregate(episodes: Iterable[Episode], keys: Sequence[str] = ("policy", "n")
     for group, eps in sorted(groups.items(), key=lambda kv: tuple(str(x) if not isinstance(x, (int, float)) else f"{x:08.2f}" for x in kv[0])):
         row = dict(zip(keys, group))
         row["episodes"] = len(eps)
+        for name, key in outcomes.items():
+            row[name] = sum(float(e.info.get(key, 0.0)) for e in eps) / len(eps)
         for name, read in EPISODE_METRICS.items():
             row[name] = sum(float(read(e)) for e in eps) / len(eps)
         row["memory/max_peak_tokens"] = max(float(e.info.get("peak_tokens", 0.0)) for e in eps)
@@ -64,7 +74,8 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 
 def format_table(rows: list[dict], keys: Sequence[str] = ("policy", "n"), columns: Sequence[str] = TABLE_COLUMNS) -> str:
-    """A fixed-width console table."""
+    """A fixed-width console table (columns no row has are left out)."""
+    columns = [c for c in columns if any(c in r for r in rows)]
     header = list(keys) + [c.split("/", 1)[1] for c in columns]
     body = [[str(r[k]) for k in keys] + [_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]

@@ -148,7 +148,7 @@ def load_catalog(
     raw = read_json(products, "products (items_shuffle*.json)")
     attrs = read_json(attributes, "attributes (items_ins_v2*.json)") if attributes is not None else {}
     if not isinstance(attrs, dict):
-        raise ValueError(f"{attributes}: expected a JSON object {{asin: {{'attributes': [...], ...}}}}, got {type(attrs).__name__}")
+        raise ValueError(f"{attributes}: a WebShop attributes file (items_ins_v2*.json) is a JSON object {{asin: {{'attributes': [...]}}}}, got a {type(attrs).__name__}")
     items = parse_products(raw, attrs, source=str(products), num_products=num_products, seed=seed)
     if human_goals is not None:
         human = read_json(human_goals, "human instructions (items_human_ins.json)")
@@ -293,7 +293,7 @@ def _goal(product: Product, i: int, instruction: str, attributes: Iterable[str],
 def build_human_goals(products: Sequence[Product], human: Any, *, seed: int = 0, source: str = "human goals") -> list[Goal]:
     """Goals from instructions people wrote ({asin: [instruction, ...]})."""
     if not isinstance(human, dict):
-        raise ValueError(f"{source}: expected a JSON object {{asin: [{{'instruction': ...}}]}}, got {type(human).__name__}")
+        raise ValueError(f"{source}: a WebShop human goals file (items_human_ins.json) is a JSON object {{asin: [{{'instruction': ...}}]}}, got a {type(human).__name__}")
     goals = []
     for product in products:
         for i, ins in enumerate(human.get(product.asin) or ()):

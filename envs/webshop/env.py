@@ -151,12 +151,12 @@ class WebShopEnv(TextEnv):
                     info.update(action="buy" if isinstance(outcome, Purchase) else verb, valid=True)
                     self.searches += verb == "search"
 
+        info["page"] = self.browser.page.name
         if isinstance(outcome, Purchase):
             return "", reward + self._finish(info, outcome), True, False, info
         if error is not None:
             self.invalid += 1
             info["error"] = error
-        info["page"] = self.browser.page.name
         turns_left = self.config.max_turns - self.turn
         if turns_left <= 0:  # budget spent without a purchase: the task scores 0
             return "", reward + self._finish(info, None), False, True, info

@@ -12,7 +12,7 @@ of product:
 - attribute_matches: goal attributes that fuzzy-match (token-set ratio > 85) one of the
   product's attributes, or else appear verbatim in its title, bullet points or description;
 - option_matches: goal options that fuzzy-match (> 85) one of the chosen option values,
-  after both sides are reduced to the first WebShop colour word they contain;
+  after both sides are reduced to the first word of WebShop's colour list they contain;
 - r_type: from the share of the goal title's nouns and proper nouns (spaCy POS tags) that
   the purchased title also has (title_score): 0 when none, 0.1 below 0.1, 0.5 when the
   title score is at most 0.2 and neither the search query nor two breadcrumb categories
@@ -44,8 +44,9 @@ FUZZY_THRESHOLD = 85  # WebShop: thefuzz score > 85 is a match
 CATEGORY_SEPARATOR = "›"
 NOUN_TAGS = ("NOUN", "PROPN")
 
-# WebShop's colour vocabulary (engine/normalize.py): an option is reduced to the first of
-# these it contains before options are compared, so "navy blue" and "navy" both read "navy".
+# WebShop's colour vocabulary (engine/normalize.py), in its order: an option is reduced to the
+# first word of this list it contains before options are compared, so "black forest" reads
+# "black" and "navy blue" reads "blue" (not "navy": "blue" comes first, a WebShop quirk kept).
 COLOR_SET = (
     "alabaster", "apricot", "aqua", "ash", "asphalt", "azure", "banana", "beige", "black", "blue",
     "blush", "bordeaux", "bronze", "brown", "burgundy", "camel", "camo", "caramel", "champagne",

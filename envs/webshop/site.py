@@ -39,6 +39,7 @@ NEXT_PAGE = "next >"
 BUY_NOW = "buy now"
 TABS = ("description", "features", "reviews", "attributes")
 SEARCH_ACTION = "search[<keywords>]"
+QUOTES = "'\"`"
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,10 @@ class InvalidAction(Exception):
 
 
 def normalize_target(target: str) -> str:
-    """What the agent wrote inside click[...] -> a click-target key (lower-case, single
-    spaces, HTML entities such as &gt; decoded, as the MEM1 reference does)."""
-    return " ".join(html.unescape(target).split()).lower().strip("'\"`")
+    """A click target as a key: lower-case, single spaces, HTML entities such as &gt;
+    decoded (as the MEM1 reference does). Page elements and what the agent wrote inside
+    click[...] go through the same function, so they compare equal."""
+    return " ".join(html.unescape(target).split()).lower()
 
 
 class Browser:
@@ -86,6 +88,7 @@ class Browser:
         self.page_no = 1
         self.product: Product | None = None
         self.options: dict[str, str] = {}
+        self._option_keys: dict[str, tuple[str, str]] = {}  # click key -> (group, value) on the item page
         self.page = self._search_page()
 
     # ------------------------------------------------------------------ actions
@@ -102,6 +105,8 @@ class Browser:
 
     def click(self, target: str) -> Page | Purchase:
         key = normalize_target(target)
+        if key not in self.page.clickables:
+            key = key.strip(QUOTES)  # click['black'], unless the quotes belong to the element (a 24" size)
         if key not in self.page.clickables:
             if self.page.has_search_bar:
                 raise InvalidAction("there is nothing to click on the search page; write search[some keywords]")
@@ -127,8 +132,8 @@ class Browser:
                 return Purchase(self.product, dict(self.options), self.product.price)
             if key in TABS:
                 return self._show_tab(key)
-            group = next(g for g, values in self.product.options.items() if key in values)
-            self.options[group] = key
+            group, value = self._option_keys[key]
+            self.options[group] = value
             return self._show_item()
         return self._show_item()  # a tab page offers only < Prev (and Back to Search)
 
@@ -167,9 +172,12 @@ class Browser:
         assert p is not None
         texts = [self._instruction(), "Back to Search", "< Prev"]
         clicks = [BACK_TO_SEARCH, PREV_PAGE]
+        self._option_keys = {}
         for group, values in p.options.items():
             texts += [group, *values]
-            clicks += [v for v in values if v not in clicks]
+            for v in values:  # a value two groups share selects it in the first
+                self._option_keys.setdefault(normalize_target(v), (group, v))
+        clicks += [k for k in self._option_keys if k and k not in (BACK_TO_SEARCH, PREV_PAGE)]
         if self.options:
             texts.append("Selected options: " + ", ".join(f"{g}: {v}" for g, v in self.options.items()))
         texts += [p.title, f"Price: {p.price_tag}", f"Rating: {p.rating}"]
