@@ -123,6 +123,10 @@ def _quiet_libraries() -> None:
     logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())  # its import-time Triton probes log before vLLM reads that
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # "generated new fontManager"
+    # RLlib 2.60 builds a deprecated RLModuleConfig inside every RLModule.__init__ (its own
+    # call, rl_module.py:463), and Tune's monitor asks for gputil on CPU machines.
+    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.* is deprecated", category=FutureWarning)
 
 

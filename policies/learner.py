@@ -3,7 +3,9 @@
 One `update()` call (RLlib's LearnerGroup.update with the whole batch) runs, in `_update`:
 1. a no-grad pass over the batch: old log-probs under the current weights (the sampler's
    log-probs differ in numerics, e.g. vLLM bf16 vs torch; the mismatch is reported as
-   `rollout_logp_mismatch`), reference log-probs for KL, and PPO's old values;
+   `rollout_logp_mismatch`), reference log-probs for KL, and PPO's old values. With one
+   gradient step per batch and no critic (GRPO's default) the old log-probs come from the
+   step's own forward instead (same weights: ratio 1), which saves a forward pass;
 2. advantages: GRPO's group-normalised returns arrive from the driver (groups span the
    whole batch, so they are computed before the batch is sharded over learners); PPO's GAE
    is computed here from the value head, with the KL penalty in the rewards if asked;
@@ -80,6 +82,12 @@ class Mem1Learner(TorchLearner):
 
     # -- the update ----------------------------------------------------------------------
 
+    @property
+    def on_policy(self) -> bool:
+        """One gradient step per batch and no critic: old log-probs = the step's own forward."""
+        s = self.settings
+        return s["epochs"] * s["minibatches"] == 1 and s["advantage"] != "gae"
+
     @override(TorchLearner)
     def _update(self, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
         mid = DEFAULT_MODULE_ID
@@ -89,6 +97,7 @@ class Mem1Learner(TorchLearner):
         rows = cols[C.INPUT_IDS].shape[0]
         loss_mask = cols[C.LOSS_MASK].bool()
 
+        self._mismatch_max = 0.0
         extra = self._prepare(module, cols)  # old_logp, ref_logp, old_values, advantages, returns
         fwd_out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self._device)
@@ -113,6 +122,8 @@ class Mem1Learner(TorchLearner):
                 self.apply_gradients(self.postprocess_gradients(grads))
                 for k, v in self._sums.items():
                     self.metrics.log_value((mid, k), float(v / n_tokens), window=1)
+        if self.on_policy:
+            self.metrics.log_value((mid, "rollout_logp_mismatch_max"), self._mismatch_max, window=1)
         steps = s["epochs"] * s["minibatches"]
         return fwd_out, {mid: total / steps}, {}
 
@@ -128,8 +139,12 @@ class Mem1Learner(TorchLearner):
         sel = lambda key: batch[key][:, :length]
         mask = mask[:, :length]
         f = mask.float()
+        if C.OLD_LOGP in batch:
+            old_logp = sel(C.OLD_LOGP)
+        else:  # on-policy step (see _prepare): this forward is the old policy; ratio = 1
+            old_logp = fwd_out[LOGP].detach()
         per_token, pm = POLICY_LOSSES[s["policy_loss"]](
-            fwd_out[LOGP], sel(C.OLD_LOGP), sel(C.ADVANTAGES), mask, clip_low=s["clip_low"], clip_high=s["clip_high"]
+            fwd_out[LOGP], old_logp, sel(C.ADVANTAGES), mask, clip_low=s["clip_low"], clip_high=s["clip_high"]
         )
         metrics = {
             "policy_loss": (per_token * f).sum().detach(),
@@ -139,9 +154,14 @@ class Mem1Learner(TorchLearner):
         }
         if s["entropy_coef"]:
             per_token = per_token - s["entropy_coef"] * fwd_out[ENTROPY]
+        if C.OLD_LOGP not in batch:
+            mismatch = (old_logp - sel(C.SAMPLE_LOGP)).abs() * f
+            metrics["rollout_logp_mismatch"] = mismatch.sum()
+            self._mismatch_max = max(self._mismatch_max, float(mismatch.max()))
         if C.REF_LOGP in batch:
             kl = KL_ESTIMATORS[s["kl_estimator"]](fwd_out[LOGP], sel(C.REF_LOGP)) * f
             metrics["kl"] = kl.sum().detach()
+            metrics["ref_kl"] = (KL_ESTIMATORS["k3"](old_logp, sel(C.REF_LOGP)) * f).sum()
             if s["kl_mode"] == "loss":
                 per_token = per_token + s["kl_coef"] * kl
         if VALUES in fwd_out:
@@ -160,26 +180,32 @@ class Mem1Learner(TorchLearner):
         full_len = cols[C.INPUT_IDS].shape[1]
         loss_mask = cols[C.LOSS_MASK].bool()
         want_values = s["advantage"] == "gae"
+        # One gradient step on fresh samples (GRPO, 1 epoch, 1 minibatch): the old policy is
+        # the current one, so the update's own forward pass gives the old log-probs
+        # (compute_loss_for_module) and this extra forward over every token is skipped.
+        on_policy = self.on_policy
         old_logp = torch.zeros(loss_mask.shape, device=self._device)
         ref_logp = torch.zeros_like(old_logp) if module.ref is not None else None
         old_values = torch.zeros_like(old_logp) if want_values else None
-        for start in range(0, rows, s["micro_batch_size"]):
+        for start in range(0, rows, s["micro_batch_size"]) if not on_policy or ref_logp is not None else ():
             idx = torch.arange(start, min(rows, start + s["micro_batch_size"]), device=self._device)
             micro = PackedBatch.from_columns({k: v[idx] for k, v in cols.items()})
             length = micro.input_ids.shape[1]
-            out = module.packed_forward(micro, values=want_values, entropy=False)
-            old_logp[idx, :length] = out[LOGP]
+            if not on_policy:
+                out = module.packed_forward(micro, values=want_values, entropy=False)
+                old_logp[idx, :length] = out[LOGP]
+                if want_values:
+                    old_values[idx, :length] = out[VALUES]
             if ref_logp is not None:
                 ref_logp[idx, :length] = module.reference_logp(micro)
-            if want_values:
-                old_values[idx, :length] = out[VALUES]
-        extra = {C.OLD_LOGP: old_logp}
-        mismatch = (old_logp - cols[C.SAMPLE_LOGP]).abs()
-        self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch"), float(masked_mean(mismatch, loss_mask)), window=1)
-        self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch_max"), float((mismatch * loss_mask).max()), window=1)
+        extra = {}
+        if not on_policy:
+            extra[C.OLD_LOGP] = old_logp
+            mismatch = (old_logp - cols[C.SAMPLE_LOGP]).abs()
+            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch"), float(masked_mean(mismatch, loss_mask)), window=1)
+            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch_max"), float((mismatch * loss_mask).max()), window=1)
         if ref_logp is not None:
             extra[C.REF_LOGP] = ref_logp
-            self.metrics.log_value((DEFAULT_MODULE_ID, "ref_kl"), float(masked_mean(KL_ESTIMATORS["k3"](old_logp, ref_logp), loss_mask)), window=1)
 
         if s["advantage"] == "grpo":
             extra[C.ADVANTAGES] = cols[C.ADVANTAGES].float() * loss_mask  # (B, L), from the driver
