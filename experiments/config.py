@@ -112,7 +112,7 @@ class WebQAEnvSection(QAEnvSection):
     retries: int = Field(3, ge=0, description="Retries after a timeout, connection error, 5xx or 429 (exponential backoff, Retry-After honoured).")
     backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry (capped at 30 s).")
     rate_limit_per_s: float = Field(5.0, gt=0, description="Client-side cap on search requests per second (retries included; cache hits are free).")
-    cache_dir: Path | None = Field(None, description="On-disk cache of search results and pages (a repeated query never reaches the API); None: <output_dir>/webqa-cache.")
+    cache_dir: Path | None = Field(None, description="On-disk cache of search results and pages (a repeated query never reaches the API); None: <output_dir>/webqa-cache, or a temporary folder with the local server (url None), whose port changes every run.")
     fetch_pages: bool = Field(False, description="Also fetch each result page and show its text (HTML stripped, capped at page_chars) instead of the snippet; a page that fails keeps the snippet.")
     page_chars: int = Field(1500, ge=100, description="Characters of page text per result when fetch_pages is on.")
 
