@@ -125,6 +125,11 @@ class Mem1Algorithm(Algorithm):
         batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(cols)}, env_steps=b)
         rollout = _rollout_metrics(records)
         rollout["return_mean"] = float(returns.mean())
+        # Groups whose episodes all got the same return have zero GRPO advantage: no policy
+        # gradient. A share near 0 means the batch teaches nothing (e.g. a small model that
+        # never follows the protocol); more samples, a larger G or reward shaping help.
+        spread = [np.ptp(returns[group_ids == g]) > 1e-6 for g in range(len(groups))]
+        rollout["rollout/groups_with_signal"] = float(np.mean(spread))
         return batch, rollout
 
 

@@ -44,6 +44,7 @@ def test_grpo_learns_a_simple_text_task(char_model_dir, tmp_path):
     assert len(rewards) == 15
     assert rewards[0] < 0.15
     assert max(rewards[-3:]) > 0.5, rewards
+    assert result.history[0]["rollout/groups_with_signal"] == 1.0  # continuous reward: every group has a spread
     assert (result.model_dir / "config.json").exists()  # exported as a Hugging Face folder
 
 
@@ -169,4 +170,5 @@ def test_one_iteration_of_mem1_on_two_objective_qa(tiny_model_dir, tmp_path):
     assert m["rollout/episodes"] == 4 and m["rollout/turns_per_episode"] == 3
     assert m["memory/packed_tokens_per_episode"] > m["memory/peak_tokens"]  # three turns packed in one row
     assert "loss/kl_ref" in m and np.isfinite(m["loss/policy"])
+    assert 0.0 <= m["rollout/groups_with_signal"] <= 1.0
     assert m["rollout/logp_mismatch"] < 1e-3  # sampler and learner agree (same weights, fp32)
