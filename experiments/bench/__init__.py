@@ -1,6 +1,7 @@
 """Benchmarks: scripts that measure and write a JSON result under experiments/bench/results/.
 
     python -m experiments.bench.memory_scaling      # peak tokens per policy vs N (MEM1's claim)
+    python -m experiments.bench.learner             # packed vs per-turn replay, forward + backward tokens/s
     python -m experiments.bench.sampler_throughput  # tokens/s of a sampler backend
 
 Speed and memory targets live here, never in unit tests (machines differ; tests must not
@@ -80,6 +81,19 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     """The command that reproduces this run (from the repository root)."""
     args = list(sys.argv[1:] if argv is None else argv)
     return shlex.join(["python", "-m", module, *args])
+
+
+CONTENTION_LOAD = 2.0  # the 1-minute load average above which a 2-core machine was shared
+
+
+def contention_note(loads: Sequence[float]) -> str | None:
+    """A note for the result when the 1-minute load averages seen during a run (os.getloadavg)
+    show other jobs on the machine; None when none went above CONTENTION_LOAD."""
+    peak = max(loads, default=0.0)
+    if peak <= CONTENTION_LOAD:
+        return None
+    return (f"CONTENTION: the 1-minute load average reached {peak:.1f} during the run on {os.cpu_count()} cores "
+            "(other jobs shared the machine); absolute timings are inflated and noisy.")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
