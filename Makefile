@@ -30,7 +30,7 @@ test: setup
 
 # Every benchmark, each writing experiments/bench/results/NAME.json (minutes to hours on CPU).
 bench: setup
-	$(BIN)/python -m experiments.bench.memory_scaling
+	$(BIN)/python -m experiments.bench.memory_scaling --n 1 2 4 8 12 16
 	$(BIN)/python -m experiments.bench.learner
 	$(BIN)/python -m experiments.bench.sampler_throughput --backend transformers
 	$(BIN)/python -m experiments.bench.sampler_throughput --backend vllm

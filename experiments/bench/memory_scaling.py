@@ -144,7 +144,7 @@ NOTES = [
     "Generated tokens per call are capped by sampler.max_new_tokens (eval_qa.yaml: 160), so MEM1's peak is bounded by "
     "prompt + 2 x 160 + one observation at any N; full context adds every turn until the episode ends.",
     "Turn budget: base_turns + turns_per_objective x N = 2 + 2N as configured, capped by env.max_turns_cap "
-    "(eval_qa.yaml: 12, i.e. N >= 5 all get 12 turns). Without the cap N=16 would get 34 turns and a full-context "
+    "(--max-turns-cap, default 12, i.e. N >= 5 all get 12 turns). Without the cap N=16 would get 34 turns and a full-context "
     "episode would approach sampler.max_model_len (8192) and take hours on 2 CPU cores. With the cap, full context "
     "still grows with N through the question list and through the number of turns the model uses (more questions, "
     "more searches), which 'turns_mean' shows.",
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", default=list(range(1, 17)), help="objective counts N (default 1..16)")
     parser.add_argument("--tasks-per-n", type=int, default=2, help="tasks per N, played by every policy (default 2)")
     parser.add_argument("--backend", choices=["vllm", "transformers"], default="vllm", help="sampler backend (default vllm)")
-    parser.add_argument("--max-turns-cap", type=int, default=None, help="override env.max_turns_cap (default: the config's)")
+    parser.add_argument("--max-turns-cap", type=int, default=12, help="env.max_turns_cap (default 12: N >= 5 get 12 turns; the main job uses 10)")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES))
     parser.add_argument("--output-dir", type=Path, default=Path("runs/bench"), help="where the evaluation run folder goes")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "memory_scaling.json", help="the result JSON")
