@@ -49,6 +49,9 @@ def main_job(train_config: TrainConfig, eval_config: EvalConfig, *, quiet: bool 
     if not quiet:
         print(f"trained for {trained.iterations} iterations: {trained.run_dir} (policy: {trained.model_dir})")
         print(f"compare {policy}@{TRAINED} with {policy} (trained vs untrained) and {policy} with full_context in the table above")
+        if trained.history and all(h.get("rollout/groups_with_signal", 1.0) == 0.0 for h in trained.history):
+            print(f"note: no GRPO group had a reward spread in any iteration (signal 0), so no gradient reached the policy and "
+                  f"{policy}@{TRAINED} plays like {policy}; train longer (-t training.iterations=50), with larger groups, or a larger model")
     return MainResult(trained, result)
 
 
