@@ -229,7 +229,7 @@ class TrainingSection(Section):
     num_gpus_per_learner: float = Field(0, ge=0)
     num_gpus_per_env_runner: float = Field(0, ge=0)
     num_cpus_per_env_runner: float = Field(1, gt=0)
-    attention: Literal["auto", "sdpa", "flex"] = Field("auto", description="Packed replay mask: SDPA with a dense mask (CPU), FlexAttention block mask (GPU, long episodes).")
+    attention: Literal["auto", "sdpa", "tiles", "flex"] = Field("auto", description="Packed replay attention: 'sdpa' dense mask; 'tiles' tile-sparse SDPA, skipping masked tiles (auto on CPU); 'flex' FlexAttention block mask (auto on GPU for long rows).")
     gradient_checkpointing: bool = False
     export_model: bool = Field(True, description="Write the trained policy as a Hugging Face folder at the end.")
     log_model: bool = Field(False, description="Also log it as an MLflow model (copies the weights into the store).")

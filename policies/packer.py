@@ -251,6 +251,9 @@ def flex_block_mask(block_ids: torch.Tensor, chains: torch.Tensor):
     return create_block_mask(mask_mod, B=bsz, H=None, Q_LEN=length, KV_LEN=length, device=block_ids.device)
 
 
+ATTENTIONS = ("sdpa", "tiles", "flex")  # dense mask; tile-sparse SDPA (CPU); FlexAttention block mask (GPU)
+
+
 def forward_packed(
     model,
     batch: PackedBatch,
@@ -266,9 +269,18 @@ def forward_packed(
 
     Logits are computed only at the N predicting positions ((N, V), not (B, L, V)); memory
     is bounded by micro-batching in the learner."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention={attention!r}: allowed {ATTENTIONS}")
     mask = flex_block_mask(batch.block_ids, batch.chains) if attention == "flex" else dense_mask(batch.block_ids, batch.chains)
     backbone = getattr(model, model.base_model_prefix)  # the decoder without the LM head
-    hidden = backbone(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+    inputs = dict(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask)
+    if attention == "tiles":  # the same mask, computed tile-sparse (policies/tile_attention.py)
+        from .tile_attention import NAME, tile_plan, use_attention
+
+        with use_attention(model, NAME):
+            hidden = backbone(**inputs, tile_plan=tile_plan(mask)).last_hidden_state
+    else:
+        hidden = backbone(**inputs).last_hidden_state  # (B, L, H)
     rows, cols = batch.loss_mask.nonzero(as_tuple=True)  # (N,)
     h = hidden[rows, batch.logit_index[rows, cols]]  # (N, H)
     logp_all = torch.log_softmax(model.get_output_embeddings()(h).float() / temperature, dim=-1)  # (N, V)

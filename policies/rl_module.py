@@ -12,7 +12,7 @@ Hugging Face state dict as CPU torch tensors, ready for `Sampler.load_weights`.
 model_config keys (set by experiments/algorithm.py from the YAML config):
     model: hub id, folder or bundled alias     dtype: weights dtype ("float32")
     value_head: bool (PPO)                     reference: bool (KL to the initial policy)
-    attention: "sdpa" | "flex" | "auto"        temperature: float (log-probs of logits / T)
+    attention: "auto" | "sdpa" | "tiles" | "flex"   temperature: float (log-probs of logits / T)
     gradient_checkpointing: bool               autocast: "bfloat16" | None (GPU)
 """
 
@@ -30,6 +30,7 @@ from ray.rllib.utils.annotations import override
 from . import columns as C
 from .models import load_model
 from .packer import PackedBatch, forward_packed
+from .tile_attention import TILE
 
 LOGP = "logp"
 ENTROPY = "entropy"
@@ -72,9 +73,13 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
 
     def packed_forward(self, batch: PackedBatch, *, model=None, values: bool = False, entropy: bool = True) -> dict[str, torch.Tensor]:
         """Log-prob (and entropy, values) of every token of `batch`, valid on its loss mask."""
-        choice = self.model_config.get("attention", "auto")
-        long = batch.input_ids.shape[1] >= FLEX_MIN_TOKENS
-        attention = "flex" if choice == "flex" or (choice == "auto" and long and batch.input_ids.is_cuda) else "sdpa"
+        attention = self.model_config.get("attention", "auto")
+        if attention == "auto":  # GPU: FlexAttention for long rows; CPU: tile-sparse SDPA (2.3x dense at 8 turns, bench/learner)
+            length = batch.input_ids.shape[1]
+            if batch.input_ids.is_cuda:
+                attention = "flex" if length >= FLEX_MIN_TOKENS else "sdpa"
+            else:
+                attention = "tiles" if length > TILE else "sdpa"
         with self._autocast():
             return forward_packed(
                 self.policy if model is None else model, batch, attention=attention, temperature=self.temperature,

@@ -11,7 +11,8 @@ the packer):
 The two paths (policies/packer.py):
 - packed: `pack_episode` lays the whole episode out once (MEM1: prompt | G1 | O1 | G2 | G2' O2
   | ...), `collate` makes a batch of one row, and `forward_packed` runs one forward pass with the
-  block attention mask; one backward.
+  block attention mask, computed tile-sparse as the learner does on CPU (and, for reference,
+  with SDPA over the dense mask: `packed_dense`); one backward.
 - per-turn: `per_turn_replay` makes every turn's context its own row (the prompt repeated every
   turn, plain causal attention), `collate` pads the rows into one batch, one forward pass and
   one backward. Each path is one forward + backward per episode, so the two differ only in
@@ -46,7 +47,8 @@ import torch
 
 from experiments.bench import RESULTS_DIR, command_line, contention_note, machine_info, package_versions, write_json
 from policies.memory import make_memory_policy
-from policies.packer import PackedBatch, collate, pack_episode, per_turn_replay, token_logp
+from policies.packer import PackedBatch, collate, dense_mask, pack_episode, per_turn_replay, token_logp
+from policies.tile_attention import tile_plan
 from policies.records import GENERATED, OBSERVATION, Episode, Segment, Turn
 
 TARGET_SPEEDUP = 2.0  # packed / per-turn generated tokens/s ...
@@ -114,13 +116,13 @@ def benchmark_episode(policy_spec: str, turns: int, shape: EpisodeShape, vocab_s
     return random_episode(policy_spec, turns, shape, vocab_size, rng)
 
 
-def _forward_backward(model, batch: PackedBatch) -> tuple[torch.Tensor, dict[str, float]]:
+def _forward_backward(model, batch: PackedBatch, attention: str = "sdpa") -> tuple[torch.Tensor, dict[str, float]]:
     """One forward + backward of -mean(logp) over the loss tokens. Returns the loss tokens'
     log-probs in turn order (N,) and the timings: forward and total wall seconds, and the
     process CPU seconds (all threads), which other jobs on a shared machine inflate less."""
     model.zero_grad(set_to_none=True)
     start, cpu_start = time.perf_counter(), time.process_time()
-    logp = token_logp(model, batch)  # (B, L)
+    logp = token_logp(model, batch, attention=attention)  # (B, L)
     forward_s = time.perf_counter() - start
     loss = -(logp * batch.loss_mask).sum() / batch.loss_mask.sum()
     loss.backward()
@@ -135,15 +137,21 @@ def _grads(model) -> torch.Tensor:
     return torch.cat([p.grad.detach().flatten() for p in model.parameters() if p.grad is not None])
 
 
-def _layout(batch: PackedBatch) -> dict[str, int]:
-    """Token counts of a batch, and the dense attention entries (per head and layer) it costs."""
+def _layout(batch: PackedBatch, attention: str = "sdpa") -> dict[str, int]:
+    """Token counts of a batch, and the attention entries (per head and layer) it costs: the
+    dense mask's B x L^2, or the query x key pairs of the tiles the tile-sparse path visits."""
     real = (batch.block_ids >= 0).sum(1)  # (B,) tokens per row without padding
+    if attention == "tiles":
+        plan = tile_plan(dense_mask(batch.block_ids, batch.chains))
+        entries = sum((t.stop - t.start) * len(t.keys) for row in plan for t in row)
+    else:
+        entries = batch.input_ids.shape[0] * batch.input_ids.shape[1] ** 2
     return {
         "rows": int(batch.input_ids.shape[0]),
         "tokens": int(real.sum()),
         "padded_tokens": int(batch.input_ids.numel()),
         "loss_tokens": int(batch.loss_mask.sum()),
-        "attention_entries": int(batch.input_ids.shape[0] * batch.input_ids.shape[1] ** 2),
+        "attention_entries": int(entries),
     }
 
 
@@ -159,22 +167,24 @@ def measure_episode(model, episode: Episode, *, repeats: int = 3, warmup: int = 
     start = time.perf_counter()
     per_turn = collate(per_turn_replay(episode))
     prep_per_turn = time.perf_counter() - start
-    batches = {"packed": packed, "per_turn": per_turn}
+    # (batch, attention): packed with the tile-sparse mask (the learner's CPU path), packed
+    # with the dense SDPA mask (for reference), and per-turn rows with plain SDPA.
+    batches = {"packed": (packed, "tiles"), "packed_dense": (packed, "sdpa"), "per_turn": (per_turn, "sdpa")}
 
     logp: dict[str, torch.Tensor] = {}
     grads: dict[str, torch.Tensor] = {}
     timings: dict[str, list[dict[str, float]]] = {k: [] for k in batches}
     for i in range(warmup + repeats):
-        for name, batch in batches.items():
-            lp, times = _forward_backward(model, batch)
+        for name, (batch, attention) in batches.items():
+            lp, times = _forward_backward(model, batch, attention)
             if i == 0:
                 logp[name], grads[name] = lp, _grads(model)
             if i >= warmup:
                 timings[name].append(times)
 
     out: dict[str, Any] = {"turns": len(episode.turns)}
-    for name, batch in batches.items():
-        layout = _layout(batch)
+    for name, (batch, attention) in batches.items():
+        layout = _layout(batch, attention)
         median = {k: statistics.median(t[k] for t in timings[name]) for k in ("wall_s", "forward_s", "cpu_s")}
         out[name] = {
             **layout,
@@ -182,13 +192,15 @@ def measure_episode(model, episode: Episode, *, repeats: int = 3, warmup: int = 
             "forward_s": round(median["forward_s"], 4),
             "cpu_s": round(median["cpu_s"], 4),
             "walls_s": [round(t["wall_s"], 4) for t in timings[name]],
-            "prep_s": round(prep_packed if name == "packed" else prep_per_turn, 4),  # pack + collate, not in wall_s
+            "attention": attention,
+            "prep_s": round(prep_per_turn if name == "per_turn" else prep_packed, 4),  # pack + collate, not in wall_s
             "loss_tokens_per_s": round(layout["loss_tokens"] / median["wall_s"], 1),
             "processed_tokens_per_s": round(layout["tokens"] / median["wall_s"], 1),
         }
     g_p, g_t = grads["packed"], grads["per_turn"]
     out["speedup"] = round(out["per_turn"]["wall_s"] / out["packed"]["wall_s"], 3)  # = ratio of loss tokens/s
     out["speedup_cpu"] = round(out["per_turn"]["cpu_s"] / out["packed"]["cpu_s"], 3)
+    out["speedup_dense"] = round(out["per_turn"]["wall_s"] / out["packed_dense"]["wall_s"], 3)  # packed with the dense mask
     out["token_ratio"] = round(out["per_turn"]["padded_tokens"] / out["packed"]["tokens"], 3)
     out["attention_ratio"] = round(out["per_turn"]["attention_entries"] / out["packed"]["attention_entries"], 3)
     if logp["packed"].shape != logp["per_turn"].shape:  # both layouts must score the same generated tokens
@@ -230,7 +242,7 @@ def run(
             per_policy[policy][str(n)] = result
             log(f"{policy} {n:>2} turns: packed {result['packed']['wall_s']:.3f} s ({result['packed']['tokens']} tok), "
                 f"per-turn {result['per_turn']['wall_s']:.3f} s ({result['per_turn']['padded_tokens']} tok), "
-                f"speedup {result['speedup']:.2f}x, logp diff {result['check']['logp_max_abs_diff']:.1e}")
+                f"speedup {result['speedup']:.2f}x (dense mask {result['speedup_dense']:.2f}x), logp diff {result['check']['logp_max_abs_diff']:.1e}")
     return {"per_policy": per_policy, "headline": headline(per_policy)}
 
 
@@ -242,7 +254,7 @@ def headline(per_policy: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for policy, by_turns in per_policy.items():
         out[policy] = {
             f"{key}_by_turns": {n: r[key] for n, r in by_turns.items()}
-            for key in ("speedup", "speedup_cpu", "token_ratio", "attention_ratio")
+            for key in ("speedup", "speedup_cpu", "speedup_dense", "token_ratio", "attention_ratio")
         }
     at_target = per_policy.get("mem1", {}).get(str(TARGET_TURNS))
     out["speedup_at_target"] = at_target["speedup"] if at_target else None
@@ -278,17 +290,21 @@ NOTES = [
     "wall_s: median over the repeats of one episode's forward + backward (token_logp, then -mean(logp) over the "
     "generated tokens, backward), after warm-up passes; the packed and per-turn passes alternate, so a change in "
     "machine load hits both. pack + collate time is prep_s, outside wall_s (packing runs in the env runners).",
-    "speedup = per-turn wall / packed wall = ratio of generated (loss) tokens/s; speedup_cpu uses the process CPU "
+    "Three passes per episode: 'packed' is what the learner runs on CPU (attention='tiles': tile-sparse SDPA that "
+    "visits only the key tiles the block mask touches, policies/tile_attention.py); 'packed_dense' is the same "
+    "packed row with SDPA over the dense mask; 'per_turn' is per-turn replay.",
+    "speedup = per-turn wall / packed wall = ratio of generated (loss) tokens/s; speedup_dense the same for the "
+    "dense mask; speedup_cpu uses the process CPU "
     "seconds instead (less inflated by other jobs, but it also counts threads spinning while they wait). Both paths "
     "compute the same log-probs (check.logp_max_abs_diff) and gradients (check.grad_max_abs_diff).",
     "Per-turn replay pads the turns' rows of an episode into one batch (one forward + backward per episode, like "
     "the packed path); padded_tokens counts the padding, tokens does not. token_ratio = per-turn padded tokens / "
     "packed tokens: the ratio of the linear layers' work, machine-independent; under mem1 the speedup stays "
     "below it, since packed attention costs more (next note).",
-    "attention_entries = rows x L^2 of the dense [B, 1, L, L] mask that SDPA uses on CPU; it grows with the square "
-    "of the packed length, while per-turn rows stay short under mem1, so at many turns the packed path spends more "
-    "on attention (attention_ratio < 1) and the speedup falls below token_ratio. FlexAttention's block mask "
-    "(GPU, policies/packer.py flex_block_mask) skips the masked tiles; it is not measured here.",
+    "attention_entries: for the dense mask rows x L^2, which grows with the square of the packed length while "
+    "per-turn rows stay short under mem1 (so speedup_dense falls below token_ratio as turns grow); for the tiles "
+    "path the query x key pairs of the visited tiles (attention_ratio = per-turn / packed tiles). FlexAttention's "
+    "block mask (GPU, policies/packer.py flex_block_mask) skips masked tiles the same way; it is not measured here.",
     "Random token ids under the real memory policy (as tests/policies/test_packer.py); the default tiny model uses "
     "the character tokenizer's ~100-token vocabulary so the LM head, identical work in both paths, does not hide "
     "the backbone difference (with SmolLM2's 49k vocabulary it would outweigh a 2-layer backbone).",

@@ -59,13 +59,23 @@ def replay_logp(model, episode: Episode) -> list[torch.Tensor]:
     return out
 
 
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles of 4 tokens, so the short random episodes span many tiles and the tile-sparse
+    path really skips some."""
+    from policies import tile_attention
+
+    monkeypatch.setattr(tile_attention, "TILE", 4)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "tiles"])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_packed_equals_per_turn_replay(tiny, policy):
+def test_packed_equals_per_turn_replay(tiny, policy, attention, small_tiles):
     rng = np.random.default_rng(hash(policy) % 2**32)
     episodes = [random_episode(policy, rng) for _ in range(6)]
     batch = collate([pack_episode(e) for e in episodes])
     with torch.no_grad():
-        packed = token_logp(tiny, batch)
+        packed = token_logp(tiny, batch, attention=attention)
     for i, ep in enumerate(episodes):
         expected = torch.cat(replay_logp(tiny, ep))
         got = packed[i][batch.loss_mask[i]]
@@ -137,3 +147,34 @@ def test_logp_length_mismatch_is_a_clear_error():
     bad = ep.__class__(ep.task_id, ep.segments, (ep.turns[0].__class__(**{**ep.turns[0].__dict__, "logp": (0.0,) * 99}),))
     with pytest.raises(ValueError, match="log-probs for"):
         pack_episode(bad)
+
+
+def test_tile_sparse_attention_equals_dense_sdpa_with_gradients(tiny, small_tiles):
+    """Same log-probs and same gradients as SDPA with the dense mask (padded rows included),
+    while visiting fewer key positions than the dense mask has."""
+    from policies.tile_attention import tile_plan
+
+    rng = np.random.default_rng(7)
+    episodes = [random_episode(p, rng, turns=6) for p in ("mem1", "window(k=2)", "full_context")]
+    batch = collate([pack_episode(e) for e in episodes])
+    results = {}
+    for attention in ("sdpa", "tiles"):
+        tiny.zero_grad(set_to_none=True)
+        logp = token_logp(tiny, batch, attention=attention)
+        (-(logp * batch.loss_mask).sum()).backward()
+        results[attention] = (logp.detach(), {k: p.grad.clone() for k, p in tiny.named_parameters() if p.grad is not None})
+    tiny.zero_grad(set_to_none=True)
+    (lp_dense, g_dense), (lp_tiles, g_tiles) = results["sdpa"], results["tiles"]
+    assert torch.allclose(lp_dense[batch.loss_mask], lp_tiles[batch.loss_mask], atol=1e-5, rtol=0)
+    assert g_dense.keys() == g_tiles.keys()
+    for k in g_dense:
+        assert torch.allclose(g_dense[k], g_tiles[k], atol=1e-5, rtol=1e-4), k
+    mask = dense_mask(batch.block_ids, batch.chains)
+    visited = sum((t.stop - t.start) * len(t.keys) for t in tile_plan(mask)[0])
+    assert visited < mask.shape[-1] ** 2  # mem1's row: masked tiles are skipped
+
+
+def test_unknown_attention_is_a_clear_error(tiny):
+    batch = collate([pack_episode(random_episode("mem1", np.random.default_rng(0), turns=2))])
+    with pytest.raises(ValueError, match="allowed"):
+        token_logp(tiny, batch, attention="dense")
