@@ -128,8 +128,9 @@ class Mem1Algorithm(Algorithm):
         # Groups whose episodes all got the same return have zero GRPO advantage: no policy
         # gradient. A share near 0 means the batch teaches nothing (e.g. a small model that
         # never follows the protocol); more samples, a larger G or reward shaping help.
-        spread = [np.ptp(returns[group_ids == g]) > 1e-6 for g in range(len(groups))]
-        rollout["rollout/groups_with_signal"] = float(np.mean(spread))
+        if settings["algorithm"]["name"] == "grpo":  # PPO's baseline is the critic: no groups
+            spread = [np.ptp(returns[group_ids == g]) > 1e-6 for g in range(len(groups))]
+            rollout["rollout/groups_with_signal"] = float(np.mean(spread))
         return batch, rollout
 
 

@@ -97,9 +97,10 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
 
 def progress_line(it: int, total: int, m: dict[str, float]) -> str:
     g = lambda k: m.get(k, float("nan"))
+    signal = f" signal {m['rollout/groups_with_signal']:.2f}" if "rollout/groups_with_signal" in m else ""  # GRPO only
     return (
         f"it {it:>3}/{total} | reward {g('rollout/reward'):+.3f} em {g('rollout/em'):.3f} f1 {g('rollout/f1'):.3f} "
-        f"valid {g('rollout/valid_action_rate'):.2f} signal {g('rollout/groups_with_signal'):.2f} | peak {g('memory/peak_tokens'):.0f} tok | kl {g('loss/kl_ref') if 'loss/kl_ref' in m else 0.0:.4f} "
+        f"valid {g('rollout/valid_action_rate'):.2f}{signal} | peak {g('memory/peak_tokens'):.0f} tok | kl {g('loss/kl_ref') if 'loss/kl_ref' in m else 0.0:.4f} "
         f"| {g('perf/sample_tokens_per_s'):.0f} tok/s | sample {g('perf/sample_s'):.0f}s learn {g('perf/learn_s'):.0f}s sync {g('perf/sync_s'):.1f}s"
     )
 

@@ -53,6 +53,7 @@ def test_ppo_with_value_head_improves(char_model_dir, tmp_path):
     result = train(config, quiet=True)
     rewards = [h["rollout/reward"] for h in result.history]
     assert "loss/value" in result.history[-1]
+    assert "rollout/groups_with_signal" not in result.history[-1]  # a GRPO diagnostic: PPO has no groups
     assert max(rewards[-3:]) > rewards[0] + 0.1, rewards
 
 
