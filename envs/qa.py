@@ -67,6 +67,7 @@ class QAConfig:
     reward: str = "em"  # "em" or "f1", per objective
     reward_reduce: str = "mean"  # "mean" (fraction of objectives) or "sum" (count)
     format_penalty: float = 0.1  # subtracted for each malformed turn
+    state_credit: float = 0.0  # share of that penalty forgiven when the malformed turn still closed its <think> state
     require_state: bool = True  # a turn without <think>...</think> is malformed
     few_shot: bool = True  # show QA_DEMONSTRATION before the task
     prompt: str = QA_PROMPT
@@ -78,6 +79,8 @@ class QAConfig:
             raise ValueError(f"env.reward_reduce={self.reward_reduce!r}: allowed 'mean' or 'sum'")
         if self.topk < 1:
             raise ValueError(f"env.topk={self.topk}: must be at least 1")
+        if not 0.0 <= self.state_credit <= 1.0:
+            raise ValueError(f"env.state_credit={self.state_credit}: must be in [0, 1]")
         if "{questions}" not in self.prompt:
             raise ValueError("env.prompt must contain the placeholder {questions}")
 
@@ -126,7 +129,10 @@ class QAEnv(TextEnv):
             self.invalid += 1
             info["action"] = "invalid"
             info["error"] = parsed.error
-            reward = -self.config.format_penalty
+            # Shaping (off by default): a turn that kept its internal state well-formed is less
+            # wrong, which gives a small model's GRPO groups a reward spread before it acts right.
+            credit = self.config.state_credit if parsed.state is not None else 0.0
+            reward = -self.config.format_penalty * (1.0 - credit)
             body = f"Your last output was invalid: {parsed.error}."
         else:  # a search
             self.searches += 1

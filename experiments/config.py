@@ -91,6 +91,7 @@ class QAEnvSection(Section):
     reward: Literal["em", "f1"] = "em"
     reward_reduce: Literal["mean", "sum"] = "mean"
     format_penalty: float = Field(0.1, ge=0.0, description="Reward subtracted per malformed turn.")
+    state_credit: float = Field(0.0, ge=0.0, le=1.0, description="Share of format_penalty forgiven when a malformed turn still wrote a closed <think> state (reward shaping for small models; 0 = off).")
     require_state: bool = Field(True, description="A turn without <think>...</think> before its action is malformed.")
     few_shot: bool = Field(True, description="Show a worked two-question episode before the task (small models need it to follow the protocol).")
 

@@ -225,3 +225,27 @@ def test_reset_starts_a_fresh_episode(index, items):
     assert "You have 1 turn left" in obs  # the turn counter restarted
     _, reward, _, _, info = env.step(answer(items[1].answers[0]))
     assert info["invalid_turns"] == 0 and reward == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, credited",
+    [
+        ("<think>Notes: two questions left.</think>", True),  # closed state, no action
+        ("<think>Notes: two questions left.</think><search>x", True),  # closed state, unclosed action
+        ("<think>Notes: two questions left. <search>x</search>", False),  # state never closed
+        ("no tags at all", False),
+    ],
+)
+def test_state_credit_forgives_part_of_the_penalty_for_a_closed_state(index, items, text, credited):
+    env, _, _ = env_for(index, items, n=1, format_penalty=0.2, state_credit=0.5)
+    _, reward, _, _, info = env.step(text)
+    assert not info["valid"]
+    assert reward == pytest.approx(-0.1 if credited else -0.2)
+    # off by default: the full penalty whatever the state
+    env, _, _ = env_for(index, items, n=1, format_penalty=0.2)
+    assert env.step(text)[1] == pytest.approx(-0.2)
+
+
+def test_state_credit_out_of_range_is_named():
+    with pytest.raises(ValueError, match="state_credit"):
+        QAConfig(state_credit=1.5)
