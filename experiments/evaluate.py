@@ -1,7 +1,9 @@
 """`mem1 eval CONFIG`: compare memory policies on N-objective QA.
 
 For every memory policy and every N it composes tasks, plays them all in one batched
-rollout (episodes of all policies and N share each sampler call), and writes:
+rollout (episodes of all policies and N share each sampler call), then the same tasks once
+per entry of `compare_models` (e.g. a trained policy; rows named <policy>@<label>), one
+sampler at a time, and writes:
 
     runs/<name>-<time>/episodes.jsonl   every turn: context ids, output, observation, info
     runs/<name>-<time>/summary.csv      one row per (policy, N); the console table
@@ -9,7 +11,7 @@ rollout (episodes of all policies and N share each sampler call), and writes:
     runs/<name>-<time>/accuracy_vs_n.png, peak_tokens_vs_n.png
 
 and logs one MLflow parent run (config as params, the files above as artifacts) with a
-child run per memory policy whose metrics are logged with step = N.
+child run per row label (memory policy, or policy@model) whose metrics are logged with step = N.
 """
 
 from __future__ import annotations
