@@ -40,7 +40,7 @@ from ray.rllib.utils.metrics import (
 from policies import columns as C
 from policies.learner import Mem1Learner
 from policies.losses import grpo_advantages
-from policies.packer import pad_columns
+from policies.packer import episode_token_values, group_token_rewards, pad_columns
 from policies.rl_module import CausalLMModule
 
 from .config import TrainConfig
@@ -104,23 +104,26 @@ class Mem1Algorithm(Algorithm):
 
     def _train_batch(self, records: list[dict]) -> tuple[MultiAgentBatch, dict[str, float]]:
         settings = self.config.mem1["config"]
-        cols = pad_columns([r["packed"] for r in records])
-        b, length = cols[C.INPUT_IDS].shape
-        rewards = np.zeros((b, length), dtype=np.float32)
-        for i, r in enumerate(records):
-            rewards[i, : len(r["token_rewards"])] = r["token_rewards"]
         returns = np.asarray([r["return"] for r in records], dtype=np.float32)
         groups = {g: i for i, g in enumerate(dict.fromkeys(r["group"] for r in records))}
         group_ids = np.asarray([groups[r["group"]] for r in records], dtype=np.int64)
-        adv, _ = grpo_advantages(
-            torch.from_numpy(returns), torch.from_numpy(group_ids), torch.ones(b, 1, dtype=torch.bool),
+        adv, _ = grpo_advantages(  # per episode, over whole groups (before any sharding)
+            torch.from_numpy(returns), torch.from_numpy(group_ids), torch.ones(len(records), 1, dtype=torch.bool),
             scale_by_std=settings["algorithm"]["scale_by_std"],
         )
+        rows, members = _rows(records)
+        cols = pad_columns(rows)
+        b, length = cols[C.INPUT_IDS].shape
+        rewards = np.zeros((b, length), dtype=np.float32)
+        advantages = np.zeros((b, length), dtype=np.float32)
+        for i, (row, idx) in enumerate(zip(rows, members)):
+            rewards[i, : row.num_tokens] = group_token_rewards(row, [records[j]["turn_rewards"] for j in idx])
+            advantages[i, : row.num_tokens] = episode_token_values(row, adv[idx, 0].numpy())
         cols.update({
             C.TOKEN_REWARDS: rewards,
-            C.ADVANTAGES: adv[:, 0].numpy()[:, None].repeat(length, axis=1).astype(np.float32),
-            C.EPISODE_RETURNS: returns,
-            C.GROUP_IDS: group_ids,
+            C.ADVANTAGES: advantages,
+            C.EPISODE_RETURNS: np.asarray([returns[idx].mean() for idx in members], dtype=np.float32),  # per row
+            C.GROUP_IDS: np.asarray([group_ids[idx[0]] for idx in members], dtype=np.int64),
         })
         batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(cols)}, env_steps=b)
         rollout = _rollout_metrics(records)
@@ -134,12 +137,23 @@ class Mem1Algorithm(Algorithm):
         return batch, rollout
 
 
+def _rows(records: list[dict]) -> tuple[list, list[list[int]]]:
+    """The distinct packed rows of the records (a group's episodes share one), in order,
+    with the record indices of each row's episodes in the row's episode order."""
+    rows: dict[int, tuple[Any, list[int]]] = {}
+    for j, r in enumerate(records):
+        rows.setdefault(id(r["row"]), (r["row"], []))[1].append(j)
+    for row, idx in rows.values():
+        idx.sort(key=lambda j: records[j]["row_index"])
+    return [row for row, _ in rows.values()], [idx for _, idx in rows.values()]
+
+
 def _rollout_metrics(records: list[dict]) -> dict[str, float]:
     infos = [r["info"] for r in records]
     mean = lambda key, default=0.0: float(np.mean([i.get(key, default) for i in infos]))
     stats = records[0]["stats"]
     turns = sum(r["turns"] for r in records)
-    packed_tokens = sum(r["packed"].num_tokens for r in records)
+    packed_tokens = sum(row.num_tokens for row in _rows(records)[0])
     out = {
         "rollout/reward": float(np.mean([r["return"] for r in records])),
         "rollout/em": mean("em_mean"),
@@ -150,7 +164,7 @@ def _rollout_metrics(records: list[dict]) -> dict[str, float]:
         "rollout/answered": float(np.mean([i.get("end_reason") == "answer" for i in infos])),
         "memory/peak_tokens": mean("peak_tokens"),
         "memory/peak_tokens_max": float(max(i.get("peak_tokens", 0.0) for i in infos)),
-        "memory/packed_tokens_per_episode": packed_tokens / len(records),
+        "memory/packed_tokens_per_episode": packed_tokens / len(records),  # a shared prompt counts once per group
         "perf/generated_tokens": float(stats["generated_tokens"]),
         "perf/sample_tokens_per_s": stats["generated_tokens"] / stats["sample_s"] if stats["sample_s"] else 0.0,
         "turns": float(turns),
@@ -179,10 +193,11 @@ def build_algorithm_config(config: TrainConfig, worker_overrides: dict[str, Any]
         "attention": t.attention,
         "temperature": config.sampler.temperature or 1.0,
         "gradient_checkpointing": t.gradient_checkpointing,
+        "trainable_layers": t.trainable_layers,
         "autocast": "bfloat16" if t.num_gpus_per_learner and config.model.dtype == "float32" else None,
     }
     learner = {
-        "advantage": "grpo" if a.name == "grpo" else "gae",
+        "objective": a.name,
         "clip_low": a.clip_low, "clip_high": a.clip_high,
         "kl_coef": a.kl_coef, "kl_estimator": a.kl_estimator, "kl_mode": a.kl_mode,
         "entropy_coef": a.entropy_coef, "vf_coef": a.vf_coef, "vf_clip": a.vf_clip,

@@ -1,8 +1,9 @@
 """`mem1`: the command line of the platform.
 
-    mem1 main [--train CONFIG] [--eval CONFIG] the README's main job: train mem1, then evaluate it
-                                               against the untrained model and full context
+    mem1 main [--sft C] [--train C] [--eval C] the README's main job: SFT warm start (cached), GRPO
+                                               from it, then base vs SFT vs SFT+GRPO and memory policies
     mem1 eval CONFIG [-o key=value ...]        compare memory policies (MLflow, plots, table)
+    mem1 sft CONFIG [-o ...]                   supervised fine-tuning on expert or teacher traces
     mem1 train CONFIG [--resume] [-o ...]      RL training on RLlib's new API stack
     mem1 serve retriever --corpus FILE.jsonl   the Search-R1 retrieval API on 127.0.0.1
     mem1 data build [--out DIR]                write the generated world and task sets
@@ -32,7 +33,15 @@ def _eval(args: argparse.Namespace) -> int:
 def _main_job(args: argparse.Namespace) -> int:
     from .main_job import load_configs, main_job
 
-    main_job(*load_configs(args.train, args.eval, args.train_override, args.eval_override))
+    main_job(*load_configs(args.sft, args.train, args.eval, args.sft_override, args.train_override, args.eval_override))
+    return 0
+
+
+def _sft(args: argparse.Namespace) -> int:
+    from .config import TrainConfig, load_config
+    from .sft import sft
+
+    sft(load_config(args.config, TrainConfig, args.override))
     return 0
 
 
@@ -74,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the logs of vLLM and torch that are hidden otherwise")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("main", help="the main job: train mem1 with GRPO, then evaluate trained vs untrained and mem1 vs full context")
+    p = sub.add_parser("main", help="the main job: SFT warm start, GRPO from it, then evaluate base vs SFT vs SFT+GRPO and mem1 vs full context")
     configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    p.add_argument("--sft", default=os.path.join(configs, "sft_qa.yaml"), metavar="CONFIG", help="default: experiments/configs/sft_qa.yaml")
     p.add_argument("--train", default=os.path.join(configs, "train_qa_grpo.yaml"), metavar="CONFIG", help="default: experiments/configs/train_qa_grpo.yaml")
     p.add_argument("--eval", default=os.path.join(configs, "eval_qa.yaml"), metavar="CONFIG", help="default: experiments/configs/eval_qa.yaml")
+    p.add_argument("-s", "--sft-override", action="append", default=[], metavar="KEY=VALUE", help="override of the SFT config, e.g. -s sft.epochs=3")
     p.add_argument("-t", "--train-override", action="append", default=[], metavar="KEY=VALUE", help="override of the train config, e.g. -t training.iterations=10")
     p.add_argument("-e", "--eval-override", action="append", default=[], metavar="KEY=VALUE", help="override of the eval config, e.g. -e data.n_values=[1,2,4,8,16]")
     p.set_defaults(func=_main_job)
@@ -86,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. -o data.n_values=[1,2] -o sampler.backend=vllm")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("sft", help="supervised fine-tuning on demonstration traces (the scripted expert, or a JSONL of chat turns)")
+    p.add_argument("config")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. -o sft.epochs=3 -o sft.traces=teacher.jsonl")
+    p.set_defaults(func=_sft)
 
     p = sub.add_parser("train", help="train a memory policy with RL (GRPO or PPO) on RLlib")
     p.add_argument("config")

@@ -26,7 +26,7 @@ def world_dir(data: DataSection) -> Path:
     return cache_dir() / "data" / f"world-s{data.world_seed}-{data.world_size}"
 
 
-def _world_size(size: str):
+def world_size(size: str):
     return int(size) if size.isdigit() else size
 
 
@@ -40,7 +40,7 @@ def corpus_for(data: DataSection, retriever: RetrieverSection) -> Path:
     folder = world_dir(data)
     corpus = folder / "corpus.jsonl"
     if not corpus.exists():
-        generate_world(seed=data.world_seed, size=_world_size(data.world_size)).write(folder)
+        generate_world(seed=data.world_seed, size=world_size(data.world_size)).write(folder)
     return corpus
 
 
@@ -48,7 +48,7 @@ def task_sets(data: DataSection, split: str | None = None) -> dict[int, list[Tas
     """N -> tasks for every configured N (composition per MEM1.md)."""
     split = split or data.split
     if data.source == "world":
-        source = generate_world(seed=data.world_seed, size=_world_size(data.world_size))
+        source = generate_world(seed=data.world_seed, size=world_size(data.world_size))
     else:
         source = Path(data.source)
         if not source.exists():

@@ -171,13 +171,25 @@ class TrackingSection(Section):
     run_name: str | None = None
 
 
+class CompareModel(Section):
+    name: str = Field(description="Hub id or folder of the model.")
+    policies: list[str] | None = Field(None, description="Memory policies it plays; None: compare_policies, else policies.")
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: list[str] | None) -> list[str] | None:
+        for spec in v or ():
+            make_memory_policy(spec)
+        return v
+
+
 class EvalConfig(Section):
     name: str = Field("eval", description="Run name: outputs go to <output_dir>/<name>-<timestamp>.")
     output_dir: Path = Path("runs")
     seed: int = 0
     policies: list[str] = Field(["mem1", "full_context", "window(k=2)"], description="Memory policies to compare (policies/memory.py).")
     model: ModelSection = ModelSection()
-    compare_models: dict[str, str] = Field(default_factory=dict, description="More models to evaluate on the same tasks, label: hub id or folder (e.g. trained: runs/.../model); their rows are named <policy>@<label>.")
+    compare_models: dict[str, Union[str, CompareModel]] = Field(default_factory=dict, description="More models to evaluate on the same tasks, label: hub id or folder (e.g. trained: runs/.../model), or {name: ..., policies: [...]}; their rows are named <policy>@<label>.")
     compare_policies: list[str] | None = Field(None, description="Memory policies the compare_models play; None: all of `policies`.")
     sampler: SamplerSection = SamplerSection()
     retriever: RetrieverSection = RetrieverSection()
@@ -192,12 +204,20 @@ class EvalConfig(Section):
             make_memory_policy(spec)  # raises with the allowed names
         return v
 
+    def models(self) -> list[tuple[str, str, list[str]]]:
+        """(row label suffix, model, memory policies) for model.name and each compare model."""
+        out = [("", self.model.name, self.policies)]
+        for label, m in self.compare_models.items():
+            name, specs = (m, None) if isinstance(m, str) else (m.name, m.policies)
+            out.append((f"@{label}", name, specs or self.compare_policies or self.policies))
+        return out
+
 
 class AlgorithmSection(Section):
     """RL settings (policies/learner.py, policies/losses.py). GRPO: Shao et al. 2024; PPO:
     Schulman et al. 2017 with GAE; the MEM1 reference trains PPO with lr 1e-6 and KL 0.001."""
 
-    name: Literal["grpo", "ppo"] = Field("grpo", description="grpo: group-relative advantages, no critic (default); ppo: GAE with a value head.")
+    name: Literal["grpo", "ppo", "sft"] = Field("grpo", description="The objective (policies/losses.py OBJECTIVES): grpo: group-relative advantages, no critic (default); ppo: GAE with a value head; sft: supervised fine-tuning on traces (`mem1 sft`).")
     lr: float = Field(1e-6, gt=0, description="AdamW learning rate (reference: 1e-6 actor for 7B; small models take 1e-5..1e-4).")
     warmup_iterations: int = Field(0, ge=0, description="Linear lr warm-up over this many optimizer steps.")
     grad_clip: float | None = Field(1.0, gt=0, description="Global-norm gradient clipping; None disables it.")
@@ -206,7 +226,7 @@ class AlgorithmSection(Section):
     scale_by_std: bool = Field(True, description="GRPO: divide by the group's std (False: Dr. GRPO, centred only).")
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
-    micro_batch_size: int = Field(4, ge=1, description="Episodes per forward/backward; gradients accumulate over a minibatch.")
+    micro_batch_size: int = Field(4, ge=1, description="Rows per forward/backward; gradients accumulate over a minibatch. A row is one episode (PPO), one GRPO group with training.share_prompt, or for SFT this many traces sharing their prompt prefix.")
     clip_low: float = Field(0.2, ge=0)
     clip_high: float = Field(0.2, ge=0, description="Upper ratio clip; > clip_low is DAPO's clip-higher.")
     kl_coef: float = Field(0.001, ge=0, description="KL to the initial policy; 0 drops the reference model (saves its memory).")
@@ -232,6 +252,9 @@ class TrainingSection(Section):
     num_cpus_per_env_runner: float = Field(1, gt=0)
     attention: Literal["auto", "sdpa", "tiles", "flex"] = Field("auto", description="Packed replay attention: 'sdpa' dense mask; 'tiles' tile-sparse SDPA, skipping masked tiles (auto on CPU); 'flex' FlexAttention block mask (auto on GPU for long rows).")
     gradient_checkpointing: bool = False
+    share_prompt: bool = Field(True, description="GRPO: pack each group's episodes in one row that computes their shared prompt once (exact; policies/packer.py pack_group). PPO always packs one episode per row.")
+    trainable_layers: int | None = Field(None, ge=1, description="Train only the top k decoder layers (and the final norm); None trains all. Backward stops at the lowest trainable layer: the cheap warm start on CPU.")
+    init_from: str | None = Field(None, description="Start from these weights (a Hugging Face folder, e.g. an SFT run's runs/<name>-<time>/model) instead of model.name's; the tokenizer stays model.name's. The KL reference is this start.")
     export_model: bool = Field(True, description="Write the trained policy as a Hugging Face folder at the end.")
     log_model: bool = Field(False, description="Also log it as an MLflow model (copies the weights into the store).")
     registered_model_name: str | None = Field(None, description="Register the logged model under this name in the MLflow registry.")
@@ -241,6 +264,24 @@ class TrainingSection(Section):
     def _policy(cls, v: str) -> str:
         make_memory_policy(v)
         return v
+
+
+class SFTSection(Section):
+    """Supervised fine-tuning on demonstration traces (`mem1 sft`, experiments/sft.py)."""
+
+    traces: str = Field("expert", description="'expert': the domain's scripted expert plays the tasks below (QA over the generated world, WebShop); or a JSONL file of chat turns, one episode per line (experiments/traces.py), e.g. from a larger teacher model.")
+    tasks: dict[int, int] = Field({1: 24, 2: 24, 4: 8}, description="Expert traces per N (objectives per task), from data.split; several N, so the agent learns states that scale past one horizon.")
+    heldout_tasks: int = Field(4, ge=0, description="Held-out expert traces per N, from the test split, for the held-out loss after every epoch (a trace file: its last this-many lines).")
+    min_em: float | None = Field(None, ge=0, le=1, description="Keep only expert traces whose mean EM over objectives is at least this; None keeps all (the expert is grounded: it never writes a fact it did not see).")
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(8, ge=1, description="Traces per optimizer step (micro-batches of algorithm.micro_batch_size accumulate).")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: dict[int, int]) -> dict[int, int]:
+        if not v or any(n < 1 or k < 1 for n, k in v.items()):
+            raise ValueError(f"each N and each count must be >= 1, got {v}")
+        return dict(sorted(v.items()))
 
 
 class TrainConfig(Section):
@@ -254,7 +295,14 @@ class TrainConfig(Section):
     env: EnvSection = QAEnvSection()
     algorithm: AlgorithmSection = AlgorithmSection()
     training: TrainingSection = TrainingSection()
+    sft: SFTSection = SFTSection()
     tracking: TrackingSection = TrackingSection(experiment="mem1-train")
+
+    def starting_weights(self) -> "TrainConfig":
+        """This config with `training.init_from` as the model the learner and samplers load."""
+        if self.training.init_from is None:
+            return self
+        return self.model_copy(update={"model": self.model.model_copy(update={"name": self.training.init_from})})
 
 
 class ConfigError(ValueError):

@@ -31,7 +31,7 @@ from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from policies.chat import ChatFormat
 from policies.memory import make_memory_policy
 from policies.models import load_tokenizer
-from policies.packer import pack_episode, token_rewards
+from policies.packer import pack_episode, pack_group
 
 from .components import build_sampler, sampling_params
 from .config import TrainConfig, validate
@@ -90,24 +90,36 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                 requests, self.sampler, self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats,
                 on_episode_end=lambda ep: bar.update(1),
             )
+        played = [ep for ep in episodes if ep.turns]  # an episode that ended before its first call has nothing to learn from
         records = []
-        for ep in episodes:
-            if not ep.turns:  # ended before its first call (context overflow): nothing to learn from
-                continue
-            packed = pack_episode(ep)
-            records.append({
-                "packed": packed,
-                "token_rewards": token_rewards(packed, [t.reward for t in ep.turns]),
-                "return": ep.total_reward,
-                "group": ep.info["group"],
-                "info": {k: v for k, v in ep.info.items() if isinstance(v, (int, float, str, bool))},
-                "turns": len(ep.turns),
-                "valid_turns": sum(bool(t.info.get("valid")) for t in ep.turns),
-            })
+        for row, members in self._rows(played):
+            for index, ep in enumerate(members):
+                records.append({
+                    "row": row,  # the packed row this episode lies in (shared by its group's records)
+                    "row_index": index,
+                    "turn_rewards": [t.reward for t in ep.turns],
+                    "return": ep.total_reward,
+                    "group": ep.info["group"],
+                    "info": {k: v for k, v in ep.info.items() if isinstance(v, (int, float, str, bool))},
+                    "turns": len(ep.turns),
+                    "valid_turns": sum(bool(t.info.get("valid")) for t in ep.turns),
+                })
         self._last_stats = stats
         for r in records:
             r["stats"] = {"sample_s": stats.sample_s, "generated_tokens": stats.generated_tokens, "env_s": stats.env_s}
         return records
+
+    def _rows(self, episodes):
+        """(packed row, its episodes): a GRPO group in one row that lays its shared prompt out
+        once (policies/packer.py pack_group; the prompt is most of a CPU episode), or one
+        episode per row (training.share_prompt off, or PPO, whose GAE runs along a row)."""
+        tc = self.train_config
+        if not tc.training.share_prompt or tc.algorithm.name != "grpo":
+            return [(pack_episode(ep), [ep]) for ep in episodes]
+        groups: dict[str, list] = {}
+        for ep in episodes:
+            groups.setdefault(ep.info["group"], []).append(ep)
+        return [(pack_group(members), members) for members in groups.values()]
 
     def get_metrics(self) -> dict:
         return self.metrics.reduce()

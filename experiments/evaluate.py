@@ -63,8 +63,7 @@ def evaluate(config: EvalConfig, *, sampler=None, domain: Domain | None = None, 
 
     # (row label suffix, model, policies): the config's model first, then compare_models; one
     # sampler at a time, so two vLLM engines never hold memory together.
-    models = [("", config.model.name, config.policies)]
-    models += [(f"@{label}", name, config.compare_policies or config.policies) for label, name in config.compare_models.items()]
+    models = config.models()
     episodes: list[Episode] = []
     stats = RolloutStats()
     with contextlib.ExitStack() as stack:
@@ -176,7 +175,7 @@ def _log_mlflow(config: EvalConfig, run_dir: Path, rows, stats: RolloutStats, fi
         for label in dict.fromkeys(r["policy"] for r in rows):  # e.g. mem1, full_context, mem1@trained
             policy_rows = [r for r in rows if r["policy"] == label]
             spec, _, model_label = label.partition("@")
-            model_name = config.compare_models[model_label] if model_label else config.model.name
+            model_name = next(name for suffix, name, _ in config.models() if suffix == (f"@{model_label}" if model_label else ""))
             child_params = {"memory_policy": spec, "model.name": model_name, "model.label": model_label or "base", "data.tasks_per_n": config.data.tasks_per_n}
             with tracking.run(exp_id, f"{run_dir.name}/{label}", params=child_params, tags={"kind": "eval", "memory_policy": spec, "model": model_label or "base"}, parent_run_id=parent.info.run_id):
                 for r in policy_rows:

@@ -118,6 +118,34 @@ def plot_vs_n(rows: list[dict], path: Path, metrics: Sequence[str], title: str, 
     return path
 
 
+LEARNING_CURVE = {"rollout/reward": "reward", "rollout/em": "EM", "rollout/valid_action_rate": "valid-action rate", "rollout/groups_with_signal": "groups with signal"}
+
+
+def plot_learning_curve(history: Sequence[dict], path: Path, title: str = "RL training") -> Path:
+    """One panel per training metric of LEARNING_CURVE present in `history` (one dict per
+    iteration with an "iteration" key), against the iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    metrics = [m for m in LEARNING_CURVE if any(m in h for h in history)]
+    fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(4 * max(len(metrics), 1), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        pts = [(h["iteration"], h[metric]) for h in history if metric in h]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_title(LEARNING_CURVE[metric])
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_episodes_jsonl(episodes: Iterable[Episode], path: Path, decode=None) -> Path:
     """One JSON object per episode: every turn's context ids, output, observation and info."""
     with path.open("w") as f:

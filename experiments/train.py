@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import tracking
-from .config import TrainConfig, flat_params
+from .config import ConfigError, TrainConfig, flat_params
 from .domains import make_domain
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
 
     from .algorithm import build_algorithm_config, iteration_metrics
 
+    if config.algorithm.name == "sft":
+        raise ConfigError("algorithm.name=sft is supervised fine-tuning on traces: run `mem1 sft CONFIG`")
+    config = config.starting_weights()
     tracking.quiet()
     run_dir, state = _run_dir(config, resume)
     exp_id = tracking.setup(config.tracking.tracking_uri, config.output_dir, config.tracking.experiment)
@@ -83,7 +86,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
                 finally:  # also on Ctrl-C or a crash: nothing learned is lost
                     if algo.training_iteration and (not state.get("checkpoints") or not state["checkpoints"][-1].endswith(f"iter_{algo.training_iteration:04d}")):
                         _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
-                model_dir = export_policy(algo, config, run_dir / "model") if config.training.export_model else None
+                model_dir = export_policy(algo.learner_group, config, run_dir / "model") if config.training.export_model else None
                 if model_dir is not None and config.training.log_model:
                     _log_mlflow_model(model_dir, config)
                 tracking.log_artifacts([run_dir / "metrics.jsonl"])
@@ -118,10 +121,20 @@ def _run_dir(config: TrainConfig, resume: bool) -> tuple[Path, dict]:
         state = json.loads((run_dir / "run.json").read_text())
         state["checkpoints"] = [c for c in state.get("checkpoints", []) if Path(c).exists()]
         return run_dir, state
-    run_dir = root / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=False)
+    return new_run_dir(config), {"checkpoints": []}
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    """runs/<name>-<time>/ with the config it ran (a second run in the same second waits)."""
+    while True:
+        run_dir = Path(config.output_dir) / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            break
+        except FileExistsError:
+            time.sleep(1.0)
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    return run_dir, {"checkpoints": []}
+    return run_dir
 
 
 def _save_state(run_dir: Path, state: dict) -> None:
@@ -149,7 +162,7 @@ def _checkpoint(algo, run_dir: Path, state: dict, keep: int) -> Path:
 # -- export ---------------------------------------------------------------------------------
 
 
-def export_policy(algo, config: TrainConfig, out: Path) -> Path:
+def export_policy(learner_group, config: TrainConfig, out: Path) -> Path:
     """The learner's current policy as a Hugging Face folder (weights + tokenizer), loadable
     by transformers, vLLM and `mem1 eval` (model.name: <folder>)."""
     import torch
@@ -157,7 +170,7 @@ def export_policy(algo, config: TrainConfig, out: Path) -> Path:
 
     from policies.models import load_model, load_tokenizer
 
-    state = algo.learner_group.get_state(components=f"learner/rl_module/{DEFAULT_MODULE_ID}", inference_only=True)
+    state = learner_group.get_state(components=f"learner/rl_module/{DEFAULT_MODULE_ID}", inference_only=True)
     weights = state["learner"]["rl_module"][DEFAULT_MODULE_ID]
     model = load_model(config.model.name, dtype=config.model.dtype)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})

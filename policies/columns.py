@@ -12,6 +12,7 @@ LOSS_MASK = "loss_mask"
 LOGIT_INDEX = "logit_index"
 SAMPLE_LOGP = "sample_logp"  # the sampler's log-probs (behaviour policy, its numerics)
 TURN_IDS = "turn_ids"
+EPISODE_IDS = "episode_ids"  # rows of a packed group (packer.pack_group): each loss token's episode, -1 elsewhere
 TOKEN_REWARDS = "token_rewards"  # each turn's reward on its last generated token
 ADVANTAGES = "advantages"  # GRPO: set by the driver; PPO: computed by the learner (GAE)
 

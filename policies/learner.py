@@ -1,4 +1,4 @@
-"""The RLlib TorchLearner for packed LLM episodes: GRPO (default) and PPO.
+"""The RLlib TorchLearner for packed LLM episodes: GRPO (default), PPO, and SFT on traces.
 
 One `update()` call (RLlib's LearnerGroup.update with the whole batch) runs, in `_update`:
 1. a no-grad pass over the batch: old log-probs under the current weights (the sampler's
@@ -33,15 +33,14 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from . import columns as C
-from .losses import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, masked_mean, value_loss, whiten
+from .losses import KL_ESTIMATORS, OBJECTIVES, POLICY_LOSSES, AdvantageInputs, masked_mean, value_loss
 from .packer import PackedBatch
 from .rl_module import ENTROPY, LOGP, VALUES
 
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
-    "advantage": "grpo",  # "grpo" (driver-side group advantages) or "gae" (PPO)
-    "policy_loss": "clip",
+    "objective": "grpo",  # policies/losses.py OBJECTIVES: "grpo", "ppo" (GAE, value head) or "sft" (NLL on traces)
     "clip_low": 0.2,
     "clip_high": 0.2,
     "kl_coef": 0.0,
@@ -67,9 +66,10 @@ class Mem1Learner(TorchLearner):
         if unknown:
             raise ValueError(f"unknown learner settings {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
         self.settings = {**DEFAULTS, **self.config.learner_config_dict}
-        for key, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES), ("kl_estimator", KL_ESTIMATORS)):
+        for key, registry in (("objective", OBJECTIVES), ("kl_estimator", KL_ESTIMATORS)):
             if self.settings[key] not in registry:
                 raise ValueError(f"algorithm.{key}={self.settings[key]!r}: allowed {sorted(registry)}")
+        self.objective = OBJECTIVES[self.settings["objective"]]
         self._rng = np.random.default_rng(self.settings["seed"])
         super().build()
 
@@ -86,7 +86,7 @@ class Mem1Learner(TorchLearner):
     def on_policy(self) -> bool:
         """One gradient step per batch and no critic: old log-probs = the step's own forward."""
         s = self.settings
-        return s["epochs"] * s["minibatches"] == 1 and s["advantage"] != "gae"
+        return s["epochs"] * s["minibatches"] == 1 and not self.objective.critic
 
     @override(TorchLearner)
     def _update(self, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -114,7 +114,7 @@ class Mem1Learner(TorchLearner):
                 for start in range(0, minibatch.size, s["micro_batch_size"]):
                     idx = torch.as_tensor(minibatch[start : start + s["micro_batch_size"]], device=self._device)
                     micro = {k: v[idx] for k, v in {**cols, **extra}.items()}
-                    fwd_out = module.packed_forward(PackedBatch.from_columns(micro), values=s["advantage"] == "gae", entropy=True)
+                    fwd_out = module.packed_forward(PackedBatch.from_columns(micro), values=self.objective.critic, entropy=True)
                     loss = self.compute_loss_for_module(module_id=mid, config=self.config, batch=micro, fwd_out=fwd_out)
                     loss.backward()
                     total = total + loss.detach()
@@ -122,7 +122,7 @@ class Mem1Learner(TorchLearner):
                 self.apply_gradients(self.postprocess_gradients(grads))
                 for k, v in self._sums.items():
                     self.metrics.log_value((mid, k), float(v / n_tokens), window=1)
-        if self.on_policy:
+        if self.on_policy and self.objective.sampled:
             self.metrics.log_value((mid, "rollout_logp_mismatch_max"), self._mismatch_max, window=1)
         steps = s["epochs"] * s["minibatches"]
         return fwd_out, {mid: total / steps}, {}
@@ -143,18 +143,17 @@ class Mem1Learner(TorchLearner):
             old_logp = sel(C.OLD_LOGP)
         else:  # on-policy step (see _prepare): this forward is the old policy; ratio = 1
             old_logp = fwd_out[LOGP].detach()
-        per_token, pm = POLICY_LOSSES[s["policy_loss"]](
+        per_token, pm = POLICY_LOSSES[self.objective.policy_loss](
             fwd_out[LOGP], old_logp, sel(C.ADVANTAGES), mask, clip_low=s["clip_low"], clip_high=s["clip_high"]
         )
         metrics = {
             "policy_loss": (per_token * f).sum().detach(),
             "entropy": (fwd_out[ENTROPY] * f).sum().detach(),
-            "clipfrac": pm["clipfrac"] * f.sum(),
-            "approx_kl": pm["approx_kl"] * f.sum(),
+            **{k: pm[k] * f.sum() for k in ("clipfrac", "approx_kl") if k in pm},
         }
         if s["entropy_coef"]:
             per_token = per_token - s["entropy_coef"] * fwd_out[ENTROPY]
-        if C.OLD_LOGP not in batch:
+        if C.OLD_LOGP not in batch and self.objective.sampled:
             mismatch = (old_logp - sel(C.SAMPLE_LOGP)).abs() * f
             metrics["rollout_logp_mismatch"] = mismatch.sum()
             self._mismatch_max = max(self._mismatch_max, float(mismatch.max()))
@@ -179,7 +178,7 @@ class Mem1Learner(TorchLearner):
         rows = cols[C.INPUT_IDS].shape[0]
         full_len = cols[C.INPUT_IDS].shape[1]
         loss_mask = cols[C.LOSS_MASK].bool()
-        want_values = s["advantage"] == "gae"
+        want_values = self.objective.critic
         # One gradient step on fresh samples (GRPO, 1 epoch, 1 minibatch): the old policy is
         # the current one, so the update's own forward pass gives the old log-probs
         # (compute_loss_for_module) and this extra forward over every token is skipped.
@@ -201,21 +200,33 @@ class Mem1Learner(TorchLearner):
         extra = {}
         if not on_policy:
             extra[C.OLD_LOGP] = old_logp
+        if not on_policy and self.objective.sampled:
             mismatch = (old_logp - cols[C.SAMPLE_LOGP]).abs()
             self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch"), float(masked_mean(mismatch, loss_mask)), window=1)
             self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch_max"), float((mismatch * loss_mask).max()), window=1)
         if ref_logp is not None:
             extra[C.REF_LOGP] = ref_logp
 
-        if s["advantage"] == "grpo":
-            extra[C.ADVANTAGES] = cols[C.ADVANTAGES].float() * loss_mask  # (B, L), from the driver
-        else:
-            rewards = cols[C.TOKEN_REWARDS].float()
-            if ref_logp is not None and s["kl_mode"] == "reward":
-                rewards = rewards - s["kl_coef"] * KL_ESTIMATORS["k1"](old_logp, ref_logp) * loss_mask
-            adv, returns = ADVANTAGES["gae"](rewards, old_values, loss_mask, gamma=s["gamma"], lam=s["lam"])
-            if s["whiten_advantages"]:
-                adv = whiten(adv, loss_mask)
-            extra.update({C.ADVANTAGES: adv, C.RETURNS: returns, C.OLD_VALUES: old_values})
+        rewards = cols[C.TOKEN_REWARDS].float() if C.TOKEN_REWARDS in cols else None
+        if rewards is not None and ref_logp is not None and s["kl_mode"] == "reward":
+            rewards = rewards - s["kl_coef"] * KL_ESTIMATORS["k1"](old_logp, ref_logp) * loss_mask
+        extra.update(self.objective.advantages(AdvantageInputs(
+            loss_mask=loss_mask, driver_advantages=cols.get(C.ADVANTAGES), token_rewards=rewards, old_values=old_values,
+            gamma=s["gamma"], lam=s["lam"], whiten=s["whiten_advantages"],
+        )))
         assert all(v.shape[1] == full_len for v in extra.values())
         return extra
+
+    @torch.no_grad()
+    def nll(self, cols: dict[str, Any]) -> tuple[float, int]:
+        """(summed negative log-likelihood, token count) of a batch's loss tokens under the
+        current weights, without a gradient step: held-out loss of supervised fine-tuning."""
+        module = self.module[DEFAULT_MODULE_ID].unwrapped()
+        cols = {k: torch.as_tensor(v, device=self._device) for k, v in cols.items()}
+        total, count = 0.0, 0
+        for start in range(0, cols[C.INPUT_IDS].shape[0], self.settings["micro_batch_size"]):
+            micro = PackedBatch.from_columns({k: v[start : start + self.settings["micro_batch_size"]] for k, v in cols.items()})
+            logp = module.packed_forward(micro, values=False, entropy=False)[LOGP]
+            total -= float((logp * micro.loss_mask[:, : logp.shape[1]]).sum())
+            count += int(micro.loss_mask.sum())
+        return total, count

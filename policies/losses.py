@@ -16,10 +16,17 @@ Advantage estimators (`ADVANTAGES[name](...) -> (advantages (B, L), returns (B, 
 
 Policy losses (`POLICY_LOSSES[name](logp, old_logp, advantages, loss_mask, **kw) ->
 (per_token_loss (B, L), metrics)`):
-- `clip`: the PPO clipped surrogate with asymmetric clip range (clip_low, clip_high).
+- `clip`: the PPO clipped surrogate with asymmetric clip range (clip_low, clip_high);
+- `nll`: the negative log-likelihood of the tokens (supervised fine-tuning on traces).
 Losses are per token; the learner sums them over a minibatch's generated tokens and divides
 by their count (token-level, every generated token weighs the same, as in DAPO, Yu et al.
 2025), which keeps gradient accumulation over micro-batches exact.
+
+Objectives (`OBJECTIVES[algorithm.name]`, what the learner runs): an advantage source with
+one signature (`AdvantageInputs -> columns`) and a policy loss. `grpo`: the driver's group
+advantages and the clipped surrogate; `ppo`: GAE from the value head and the clipped
+surrogate; `sft`: no advantages and the NLL. The learner calls the objective; it has no
+branch per algorithm.
 
 KL to the frozen reference, estimator by name (Schulman, "Approximating KL divergence"):
 k1 = log r, k2 = (log r)^2 / 2, k3 = exp(-log r) - 1 + log r, with log r = logp - ref_logp.
@@ -28,9 +35,12 @@ Applied either as a loss term (GRPO's way) or as a per-token reward penalty (PPO
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+from . import columns as C
 
 # ---------------------------------------------------------------------------- reductions
 
@@ -147,7 +157,18 @@ def clipped_policy_loss(
     return loss, metrics
 
 
-POLICY_LOSSES = {"clip": clipped_policy_loss}
+def nll_loss(
+    logp: torch.Tensor,  # (B, L)
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    loss_mask: torch.Tensor,  # (B, L)
+    **_: object,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Supervised fine-tuning: minus the log-likelihood of each demonstrated token."""
+    return -logp * loss_mask, {}
+
+
+POLICY_LOSSES = {"clip": clipped_policy_loss, "nll": nll_loss}
 
 
 def value_loss(
@@ -166,3 +187,47 @@ def value_loss(
         var = masked_mean((returns - masked_mean(returns, loss_mask)) ** 2, loss_mask)
         explained = 1.0 - masked_mean((returns - values) ** 2, loss_mask) / var.clamp(min=1e-8)
     return loss, {"explained_variance": explained}
+
+
+# ---------------------------------------------------------------------------- objectives
+
+
+@dataclass(frozen=True)
+class AdvantageInputs:
+    """What any advantage source may read, computed once per update (before any step)."""
+
+    loss_mask: torch.Tensor  # (B, L) bool
+    driver_advantages: torch.Tensor | None  # (B, L) from the driver (GRPO's groups span the batch)
+    token_rewards: torch.Tensor | None  # (B, L), KL penalty already in when kl_mode="reward"
+    old_values: torch.Tensor | None  # (B, L) value head before the update (critic objectives)
+    gamma: float = 1.0
+    lam: float = 1.0
+    whiten: bool = False
+
+
+def _from_driver(x: AdvantageInputs) -> dict[str, torch.Tensor]:
+    return {C.ADVANTAGES: x.driver_advantages.float() * x.loss_mask}
+
+
+def _gae(x: AdvantageInputs) -> dict[str, torch.Tensor]:
+    adv, returns = gae_advantages(x.token_rewards, x.old_values, x.loss_mask, gamma=x.gamma, lam=x.lam)
+    return {C.ADVANTAGES: whiten(adv, x.loss_mask) if x.whiten else adv, C.RETURNS: returns, C.OLD_VALUES: x.old_values}
+
+
+def _no_advantages(x: AdvantageInputs) -> dict[str, torch.Tensor]:
+    return {C.ADVANTAGES: torch.zeros(x.loss_mask.shape, device=x.loss_mask.device)}
+
+
+@dataclass(frozen=True)
+class Objective:
+    advantages: Callable[[AdvantageInputs], dict[str, torch.Tensor]]
+    policy_loss: str  # a POLICY_LOSSES name
+    critic: bool = False  # trains the value head (and needs its old values)
+    sampled: bool = True  # the batch was sampled by this policy: its sampler log-probs are comparable
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "grpo": Objective(_from_driver, "clip"),
+    "ppo": Objective(_gae, "clip", critic=True),
+    "sft": Objective(_no_advantages, "nll", sampled=False),
+}

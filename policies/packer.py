@@ -17,7 +17,26 @@ segment is appended after the chain. For MEM1 this gives
 (DESIGN.md): the prompt once, each observation once, each generated segment at most twice.
 Full context never copies anything. Only the original generated blocks carry loss.
 
-Dims: L = packed length of one episode, K = number of blocks, B = episodes in a batch.
+Groups (`pack_group`). The G episodes of a GRPO group start from the same prompt (same token
+ids), and on CPU the prompt is most of an episode's packed tokens. `pack_group` packs each
+episode as above and lays them out in ONE row, the shared prompt once:
+    prompt | ep0 blocks | ep1 blocks | ... | ep(G-1) blocks
+Each episode's blocks keep their chains, with the prompt block renamed to the one shared
+block, so every token of episode i sees the shared prompt plus its own chain and never a
+token of another episode. Why it is exact: a token's output depends only on the ids and
+positions of the tokens it attends to (and the order among them, which positions fix); the
+shared prompt has the same ids at the same positions 0..P-1 in every episode and sees only
+itself (causally), so its hidden states are the ones each episode computed for its own copy,
+and every later token attends to exactly the same (id, position) set as in `pack_episode`.
+Prompts that differ only after a common prefix (SFT traces whose tasks share an instruction
+but not the question; `share="prefix"`) split the prompt block in two: the shared prefix
+block, and per episode a remainder block that sees the prefix whole; every block that saw
+the prompt sees both. Positions stay those of sampling time, so nothing moves. The result
+(`PackedGroup`) adds `episode_ids` (the episode of each loss token) to the per-episode
+columns; `turn_ids` stay turn indices within each episode.
+
+Dims: L = packed length of one episode, K = number of blocks, B = episodes in a batch (rows;
+with `pack_group` a row is a group of G episodes).
 """
 
 from __future__ import annotations
@@ -139,6 +158,159 @@ def per_turn_replay(episode: Episode) -> list[PackedEpisode]:
     return out
 
 
+@dataclass(frozen=True)
+class PackedGroup(PackedEpisode):
+    """A GRPO group's episodes in one row, the shared prompt prefix laid out once (see
+    "Groups" in the module docstring). Every PackedEpisode column keeps its meaning per
+    token (`turn_ids`: the turn within the token's own episode); `episode_ids` says which
+    episode a loss token belongs to."""
+
+    episode_ids: np.ndarray  # (L,) int32: index in the group of each loss token's episode, -1 elsewhere
+    shared_tokens: int = 0  # length of the shared block at the start of the row
+    num_episodes: int = 0
+
+
+GROUP_SHARING = ("prompt", "prefix")
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    diff = np.nonzero(a[:n] != b[:n])[0]
+    return int(diff[0]) if diff.size else n
+
+
+def pack_group(episodes: Sequence[Episode], *, share: str = "prompt") -> PackedGroup:
+    """Lay out the episodes of one group in one row, sharing their prompt (module
+    docstring, "Groups"). Each episode's tokens sit, in group order, after the shared block,
+    with the ids, positions, chains, loss mask, sampling log-probs and turn ids that
+    `pack_episode` gives it; `episode_ids` is the episode index on its loss tokens.
+
+    share="prompt": every episode's prompt (segments[0].token_ids) must equal the first
+        one's, otherwise ValueError names the first that differs. The whole prompt is shared.
+    share="prefix": the prompts may differ; their longest common prefix is shared, and
+        each episode keeps the rest of its prompt as its own block (SFT traces whose tasks
+        share an instruction). ValueError if they share no token.
+    Only the start of the first turn's context is shared: with the usual policies (the
+    prompt first, whole) that is the prompt or the prefix.
+    """
+    if share not in GROUP_SHARING:
+        raise ValueError(f"share={share!r}: allowed {GROUP_SHARING}")
+    if not episodes:
+        raise ValueError("pack_group: no episodes")
+    for i, ep in enumerate(episodes):
+        if not ep.turns:
+            raise ValueError(f"pack_group: episode {i} ({ep.task_id!r}) has no turns, nothing to pack")
+    first = np.asarray(episodes[0].segments[0].token_ids, dtype=np.int64)
+    for i, ep in enumerate(episodes[1:], start=1):
+        prompt = np.asarray(ep.segments[0].token_ids, dtype=np.int64)
+        common = _common_prefix(first, prompt)
+        if share == "prompt" and (common < len(first) or common < len(prompt)):
+            raise ValueError(
+                f"pack_group: episode {i} ({ep.task_id!r}) has a different prompt from episode 0 "
+                f"({episodes[0].task_id!r}): {len(prompt)} vs {len(first)} tokens, first difference at token {common}; "
+                f"a group must share its prompt (share='prefix' shares only a common prefix)"
+            )
+        if share == "prefix" and common == 0:
+            raise ValueError(
+                f"pack_group: episode {i} ({ep.task_id!r}) shares no prompt prefix with episode 0 "
+                f"({episodes[0].task_id!r}): their prompts differ at the first token"
+            )
+    packed = [pack_episode(ep) for ep in episodes]
+    # The shared block: the common start of every episode's first block (laid out at
+    # positions 0.. with an empty chain, so the same ids there compute the same states).
+    first_block = [int(np.sum(p.block_ids == 0)) for p in packed]
+    shared = first_block[0]
+    for p, n0 in zip(packed, first_block):
+        shared = min(shared, n0, _common_prefix(packed[0].input_ids[:shared], p.input_ids[:n0]))
+    if shared == 0:
+        bad = next(i for i, (p, n0) in enumerate(zip(packed, first_block))
+                   if _common_prefix(packed[0].input_ids[: first_block[0]], p.input_ids[:n0]) == 0)
+        raise ValueError(f"pack_group: episode {bad} ({episodes[bad].task_id!r}): its first turn's context does not "
+                         "start with the tokens episode 0's does, nothing to share")
+
+    head = packed[0]
+    parts: dict[str, list[np.ndarray]] = {
+        "input_ids": [head.input_ids[:shared]],
+        "position_ids": [head.position_ids[:shared]],
+        "block_ids": [np.zeros(shared, dtype=np.int32)],
+        "loss_mask": [np.zeros(shared, dtype=bool)],
+        "logit_index": [np.full(shared, -1, dtype=np.int64)],
+        "old_logp": [np.zeros(shared, dtype=np.float32)],
+        "turn_ids": [np.full(shared, -1, dtype=np.int32)],
+        "episode_ids": [np.full(shared, -1, dtype=np.int32)],
+    }
+    edges: list[tuple[np.ndarray, np.ndarray]] = []  # (blocks, blocks they see whole) in the row's numbering
+    num_blocks = 1  # block 0: the shared block
+    offset = shared  # where the current episode's own tokens start in the row
+    for i, (p, n0) in enumerate(zip(packed, first_block)):
+        k = p.chains.shape[0]
+        new = np.empty(k, dtype=np.int64)  # the episode's block b -> the row's block new[b]
+        if n0 > shared:  # the rest of the first block: its own block, which sees the shared one
+            new[0] = num_blocks
+            num_blocks += 1
+            edges.append((new[:1], np.zeros(1, dtype=np.int64)))
+        else:
+            new[0] = 0
+        new[1:] = np.arange(num_blocks, num_blocks + k - 1)
+        num_blocks += k - 1
+        b, c = np.nonzero(p.chains)
+        edges.append((new[b], new[c]))
+        sees_first = b[c == 0]  # blocks that saw the whole first block see the shared one too
+        edges.append((new[sees_first], np.zeros(len(sees_first), dtype=np.int64)))
+
+        tail = slice(shared, None)
+        li = p.logit_index[tail]
+        parts["input_ids"].append(p.input_ids[tail])
+        parts["position_ids"].append(p.position_ids[tail])
+        parts["block_ids"].append(new[p.block_ids[tail]].astype(np.int32))
+        parts["loss_mask"].append(p.loss_mask[tail])
+        parts["logit_index"].append(np.where(li < shared, li, li - shared + offset).astype(np.int64))  # -1 stays
+        parts["old_logp"].append(p.old_logp[tail])
+        parts["turn_ids"].append(p.turn_ids[tail])
+        parts["episode_ids"].append(np.where(p.loss_mask[tail], i, -1).astype(np.int32))
+        offset += p.num_tokens - shared
+
+    chains = np.zeros((num_blocks, num_blocks), dtype=bool)
+    for b, c in edges:
+        chains[b, c] = True
+    return PackedGroup(
+        **{name: np.concatenate(arrays) for name, arrays in parts.items()},
+        chains=chains,
+        shared_tokens=shared,
+        num_episodes=len(packed),
+    )
+
+
+def episode_token_values(packed: PackedEpisode, values: Sequence[float]) -> np.ndarray:
+    """(L,) float32: values[i] on the loss tokens of episode i, 0 elsewhere, e.g. GRPO's
+    per-episode advantages for the ADVANTAGES column. A plain PackedEpisode is episode 0."""
+    values = np.asarray(values, dtype=np.float32)
+    n = packed.num_episodes if isinstance(packed, PackedGroup) else 1
+    if values.shape != (n,):
+        raise ValueError(f"values of shape {values.shape} for a row of {n} episode(s): one value per episode")
+    ids = _episode_ids(packed)
+    return np.where(ids >= 0, values[np.maximum(ids, 0)], 0.0).astype(np.float32)
+
+
+def group_token_rewards(packed: PackedEpisode, turn_rewards: Sequence[Sequence[float]]) -> np.ndarray:
+    """(L,) `token_rewards` of a packed group: turn_rewards[i][t], episode i's turn t reward,
+    on the last generated token of that turn of that episode."""
+    ids = _episode_ids(packed)
+    out = np.zeros(packed.num_tokens, dtype=np.float32)
+    for i, rewards in enumerate(turn_rewards):
+        for t, r in enumerate(rewards):
+            idx = np.nonzero((ids == i) & (packed.turn_ids == t))[0]
+            if idx.size:
+                out[idx[-1]] += r
+    return out
+
+
+def _episode_ids(packed: PackedEpisode) -> np.ndarray:
+    if isinstance(packed, PackedGroup):
+        return packed.episode_ids
+    return np.where(packed.loss_mask, 0, -1).astype(np.int32)
+
+
 @dataclass
 class PackedBatch:
     """Packed episodes padded to one length, as torch tensors on one device."""
@@ -175,7 +347,8 @@ class PackedBatch:
 def pad_columns(packed: Sequence[PackedEpisode], pad_id: int = 0) -> dict[str, np.ndarray]:
     """Packed episodes as padded numpy columns (policies/columns.py names): token columns
     (B, L), chains (B, K, K), `num_tokens` (B,). Padding tokens form no block (-1), see only
-    themselves (`dense_mask`) and carry no loss."""
+    themselves (`dense_mask`) and carry no loss. When any row is a `PackedGroup`, the
+    columns also hold `episode_ids` (B, L) (-1 off the loss; a plain episode's row is 0)."""
     b = len(packed)
     length = max(p.num_tokens for p in packed)
     k = max(p.chains.shape[0] for p in packed)
@@ -190,7 +363,7 @@ def pad_columns(packed: Sequence[PackedEpisode], pad_id: int = 0) -> dict[str, n
     for i, p in enumerate(packed):
         n = p.chains.shape[0]
         chains[i, :n, :n] = p.chains
-    return {
+    cols = {
         C.INPUT_IDS: pad("input_ids", pad_id, np.int64),
         C.POSITION_IDS: pad("position_ids", 0, np.int64),
         C.BLOCK_IDS: pad("block_ids", -1, np.int32),
@@ -201,6 +374,12 @@ def pad_columns(packed: Sequence[PackedEpisode], pad_id: int = 0) -> dict[str, n
         C.TURN_IDS: pad("turn_ids", -1, np.int32),
         C.NUM_TOKENS: np.asarray([p.num_tokens for p in packed], dtype=np.int64),
     }
+    if any(isinstance(p, PackedGroup) for p in packed):  # rows from `pack_group`: each loss token's episode
+        episode_ids = np.full((b, length), -1, dtype=np.int32)
+        for i, p in enumerate(packed):
+            episode_ids[i, : p.num_tokens] = _episode_ids(p)  # a plain episode's loss tokens are episode 0
+        cols[C.EPISODE_IDS] = episode_ids
+    return cols
 
 
 def token_rewards(packed: PackedEpisode, turn_rewards: Sequence[float]) -> np.ndarray:

@@ -14,6 +14,7 @@ model_config keys (set by experiments/algorithm.py from the YAML config):
     value_head: bool (PPO)                     reference: bool (KL to the initial policy)
     attention: "auto" | "sdpa" | "tiles" | "flex"   temperature: float (log-probs of logits / T)
     gradient_checkpointing: bool               autocast: "bfloat16" | None (GPU)
+    trainable_layers: int | None (train only the top k decoder layers; None: all)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from . import columns as C
-from .models import load_model
+from .models import load_model, train_top_layers
 from .packer import PackedBatch, forward_packed
 from .tile_attention import TILE
 
@@ -47,6 +48,7 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
         cfg = self.model_config
         self.policy = load_model(cfg["model"], dtype=cfg.get("dtype", "float32"))
         self.policy.config.use_cache = False
+        train_top_layers(self.policy, cfg.get("trainable_layers"))
         if cfg.get("gradient_checkpointing"):
             self.policy.gradient_checkpointing_enable()
         hidden = self.policy.config.hidden_size

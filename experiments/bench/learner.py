@@ -7,6 +7,15 @@ the packer):
     python -m experiments.bench.learner                                 # tiny model, 2/4/8/16 turns, mem1
     python -m experiments.bench.learner --policies mem1 full_context --turns 2 4 8
     python -m experiments.bench.learner --model --turns 2 4 8 --prompt 128 --generated 32 --observation 64  # SmolLM2
+    python -m experiments.bench.learner --group 4                       # GRPO group: shared prompt vs per episode
+
+Group mode (`--group G`, `run_group`): G mem1 episodes of one task (the same 650-token prompt,
+each its own turns) packed as one row with the prompt laid out once (`pack_group`) against
+today's per-episode packing (`pack_episode` per episode, the G rows padded into one batch as
+the learner's micro-batch does; also G single-row passes, no padding); forward + backward,
+generated tokens/s, target >= 1.6 x at 3 turns (2 objectives: two searches and an answer).
+It writes only the `group_shared` entry of the result JSON and keeps the rest; the default
+mode keeps an existing `group_shared` entry.
 
 The two paths (policies/packer.py):
 - packed: `pack_episode` lays the whole episode out once (MEM1: prompt | G1 | O1 | G2 | G2' O2
@@ -38,7 +47,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -47,12 +56,16 @@ import torch
 
 from experiments.bench import RESULTS_DIR, command_line, contention_note, machine_info, package_versions, write_json
 from policies.memory import make_memory_policy
-from policies.packer import PackedBatch, collate, dense_mask, pack_episode, per_turn_replay, token_logp
+from policies.packer import PackedBatch, collate, dense_mask, pack_episode, pack_group, per_turn_replay, token_logp
 from policies.tile_attention import tile_plan
-from policies.records import GENERATED, OBSERVATION, Episode, Segment, Turn
+from policies.records import GENERATED, OBSERVATION, PROMPT, Episode, Segment, Turn
 
 TARGET_SPEEDUP = 2.0  # packed / per-turn generated tokens/s ...
 TARGET_TURNS = 8  # ... at this many turns, mem1
+GROUP_TARGET_SPEEDUP = 1.6  # group-shared / per-episode packing, generated tokens/s ...
+GROUP_TARGET_TURNS = 3  # ... for 2-objective episodes: two searches and an answer (train_qa_grpo.yaml)
+GROUP_TURNS = (2, 3, 4)  # group mode's default turn counts (max_turns 4 in train_qa_grpo.yaml)
+GROUP_PROMPT = 650  # tokens: the 2-objective QA prompt with its demonstration (EpisodeShape's note)
 # The tests' tiny config (2 layers) at SmolLM2-135M's layer width: hidden 576, MLP 1536, 9
 # query / 3 key-value heads of 64. Per token, attention and the linear layers then weigh what
 # they weigh in SmolLM2 (their ratio is set per layer by the width and the sequence length,
@@ -171,16 +184,7 @@ def measure_episode(model, episode: Episode, *, repeats: int = 3, warmup: int = 
     # with the dense SDPA mask (for reference), and per-turn rows with plain SDPA.
     batches = {"packed": (packed, "tiles"), "packed_dense": (packed, "sdpa"), "per_turn": (per_turn, "sdpa")}
 
-    logp: dict[str, torch.Tensor] = {}
-    grads: dict[str, torch.Tensor] = {}
-    timings: dict[str, list[dict[str, float]]] = {k: [] for k in batches}
-    for i in range(warmup + repeats):
-        for name, (batch, attention) in batches.items():
-            lp, times = _forward_backward(model, batch, attention)
-            if i == 0:
-                logp[name], grads[name] = lp, _grads(model)
-            if i >= warmup:
-                timings[name].append(times)
+    logp, grads, timings = _time_paths(model, {k: lambda b=b, a=a: _forward_backward(model, b, a) for k, (b, a) in batches.items()}, warmup, repeats)
 
     out: dict[str, Any] = {"turns": len(episode.turns)}
     for name, (batch, attention) in batches.items():
@@ -266,6 +270,235 @@ def headline(per_policy: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _time_paths(model, runs: dict[str, Callable[[], tuple[torch.Tensor, dict[str, float]]]], warmup: int, repeats: int):
+    """Each path's forward + backward, interleaved `warmup + repeats` times (so drift in the
+    machine's speed hits every path alike): log-probs and gradients of the first pass, and the
+    timings after the warm-up."""
+    logp: dict[str, torch.Tensor] = {}
+    grads: dict[str, torch.Tensor] = {}
+    timings: dict[str, list[dict[str, float]]] = {k: [] for k in runs}
+    for i in range(warmup + repeats):
+        for name, run in runs.items():
+            lp, times = run()
+            if i == 0:
+                logp[name], grads[name] = lp, _grads(model)
+            if i >= warmup:
+                timings[name].append(times)
+    return logp, grads, timings
+
+
+def group_episodes(policy_spec: str, group: int, turns: int, shape: EpisodeShape, vocab_size: int,
+                   seed: int = 0) -> list[Episode]:
+    """A GRPO group: `group` episodes of one task, `random_episode`s that share one prompt of
+    exactly `shape.prompt` token ids (the rollout's episodes of a task start from the same
+    tokenized prompt); the turns of each are its own."""
+    rng = np.random.default_rng([seed, turns, group, sum(policy_spec.encode())])
+    prompt = Segment(PROMPT, tuple(rng.integers(1, vocab_size, shape.prompt).tolist()))
+    episodes = [random_episode(policy_spec, turns, shape, vocab_size, rng) for _ in range(group)]
+    # Contexts name the prompt by reference (segment 0, whole), so swapping its ids is safe.
+    return [replace(ep, segments=(prompt,) + ep.segments[1:]) for ep in episodes]
+
+
+def _passes(model, batches: Sequence[PackedBatch], order: Sequence[np.ndarray], attention: str = "tiles"
+            ) -> tuple[torch.Tensor, dict[str, float]]:
+    """One forward + backward per batch of -sum(logp) / all loss tokens (gradients accumulate,
+    so the sum over batches is the group's gradient). Returns the loss tokens' log-probs in
+    episode order (`order[i]`: the flat indices of batch i's loss tokens, in episode order)
+    and the summed timings."""
+    model.zero_grad(set_to_none=True)
+    n_loss = sum(int(b.loss_mask.sum()) for b in batches)
+    logps, times = [], {"wall_s": 0.0, "forward_s": 0.0, "cpu_s": 0.0}
+    for batch, idx in zip(batches, order):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        logp = token_logp(model, batch, attention=attention)
+        times["forward_s"] += time.perf_counter() - start
+        (-(logp * batch.loss_mask).sum() / n_loss).backward()
+        times["wall_s"] += time.perf_counter() - start
+        times["cpu_s"] += time.process_time() - cpu_start
+        logps.append(logp.detach().flatten()[torch.from_numpy(idx)])
+    return torch.cat(logps), times
+
+
+def measure_group(model, episodes: Sequence[Episode], *, repeats: int = 3, warmup: int = 1) -> dict[str, Any]:
+    """Forward + backward of one group, three ways, all with the learner's CPU attention
+    (tiles): 'group_shared' (one row, `pack_group`), 'per_episode' (`pack_episode` rows
+    padded into one batch: the learner's micro-batch of G episodes) and 'per_episode_rows'
+    (one unpadded row per pass). Median timings over `repeats` after `warmup`, the paths
+    alternating; the first pass of each gives the log-probs and gradients compared."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
+    start = time.perf_counter()
+    singles = [pack_episode(e) for e in episodes]
+    per_episode = collate(singles)
+    prep_per_episode = time.perf_counter() - start
+    start = time.perf_counter()
+    grouped = pack_group(episodes)
+    group_batch = collate([grouped])
+    prep_group = time.perf_counter() - start
+    rows = [collate([p]) for p in singles]
+
+    # Flat indices of the loss tokens in episode order (within an episode both layouts keep
+    # the packed order), so the three paths' log-probs line up token for token.
+    width = per_episode.input_ids.shape[1]
+    per_episode_order = np.concatenate([i * width + np.nonzero(p.loss_mask)[0] for i, p in enumerate(singles)])
+    group_order = np.concatenate([np.nonzero(grouped.episode_ids == i)[0] for i in range(len(episodes))])
+    paths = {
+        "group_shared": ([group_batch], [group_order]),
+        "per_episode": ([per_episode], [per_episode_order]),
+        "per_episode_rows": (rows, [np.nonzero(p.loss_mask)[0] for p in singles]),
+    }
+    logp, grads, timings = _time_paths(model, {k: lambda b=b, o=o: _passes(model, b, o) for k, (b, o) in paths.items()}, warmup, repeats)
+
+    out: dict[str, Any] = {"turns": [len(e.turns) for e in episodes], "group": len(episodes),
+                           "prompt_tokens": len(episodes[0].segments[0]), "shared_tokens": grouped.shared_tokens}
+    for name, (batches, _) in paths.items():
+        layouts = [_layout(b, "tiles") for b in batches]
+        layout = {k: sum(l[k] for l in layouts) for k in layouts[0]}
+        median = {k: statistics.median(t[k] for t in timings[name]) for k in ("wall_s", "forward_s", "cpu_s")}
+        out[name] = {
+            **layout,
+            "passes": len(batches),
+            "wall_s": round(median["wall_s"], 4),
+            "forward_s": round(median["forward_s"], 4),
+            "cpu_s": round(median["cpu_s"], 4),
+            "walls_s": [round(t["wall_s"], 4) for t in timings[name]],
+            "best_wall_s": round(min(t["wall_s"] for t in timings[name]), 4),  # other jobs only add time
+            "attention": "tiles",
+            "prep_s": round(prep_group if name == "group_shared" else prep_per_episode, 4),
+            "loss_tokens_per_s": round(layout["loss_tokens"] / median["wall_s"], 1),
+            "processed_tokens_per_s": round(layout["tokens"] / median["wall_s"], 1),
+        }
+    g = out["group_shared"]
+    for ref, suffix in (("per_episode", ""), ("per_episode_rows", "_rows")):
+        out[f"speedup{suffix}"] = round(out[ref]["wall_s"] / g["wall_s"], 3)  # = ratio of generated tokens/s
+        out[f"speedup_cpu{suffix}"] = round(out[ref]["cpu_s"] / g["cpu_s"], 3)
+        out[f"speedup_best{suffix}"] = round(out[ref]["best_wall_s"] / g["best_wall_s"], 3)  # fastest passes
+    out["token_ratio"] = round(out["per_episode"]["padded_tokens"] / g["tokens"], 3)  # linear layers' work
+    out["token_ratio_rows"] = round(out["per_episode_rows"]["tokens"] / g["tokens"], 3)
+    out["attention_ratio"] = round(out["per_episode"]["attention_entries"] / g["attention_entries"], 3)
+    for name in ("per_episode", "per_episode_rows"):
+        if logp[name].shape != logp["group_shared"].shape:
+            raise RuntimeError(f"group packing scores {logp['group_shared'].numel()} tokens, {name} {logp[name].numel()}")
+    g_ref = grads["per_episode"]
+    out["check"] = {
+        "logp_max_abs_diff": float(max((logp[n] - logp["group_shared"]).abs().max() for n in ("per_episode", "per_episode_rows"))),
+        "grad_max_abs_diff": float(max((grads[n] - grads["group_shared"]).abs().max() for n in ("per_episode", "per_episode_rows"))),
+        "grad_max_abs": float(g_ref.abs().max()),
+    }
+    return out
+
+
+def run_group(
+    model,
+    vocab_size: int,
+    *,
+    group: int = 4,
+    turns: Sequence[int] = GROUP_TURNS,
+    policy: str = "mem1",
+    shape: EpisodeShape = EpisodeShape(prompt=GROUP_PROMPT),
+    repeats: int = 3,
+    warmup: int = 1,
+    seed: int = 0,
+    log: Callable[[str], None] = functools.partial(print, flush=True),
+) -> dict[str, Any]:
+    """Group mode's core: per turn count, one group measured by `measure_group`. Returns
+    {"by_turns": {turns: result}, "headline": ...}."""
+    if group < 1 or any(t < 1 for t in turns):
+        raise ValueError(f"group={group}, turns={list(turns)}: both must be at least 1")
+    model.train()
+    by_turns: dict[str, Any] = {}
+    for n in turns:
+        result = measure_group(model, group_episodes(policy, group, n, shape, vocab_size, seed),
+                               repeats=repeats, warmup=warmup)
+        if hasattr(os, "getloadavg"):
+            result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+        by_turns[str(n)] = result
+        log(f"{policy} group of {group}, {n} turns: shared {result['group_shared']['wall_s']:.3f} s "
+            f"({result['group_shared']['tokens']} tok), per-episode {result['per_episode']['wall_s']:.3f} s "
+            f"({result['per_episode']['padded_tokens']} tok padded), speedup {result['speedup']:.2f}x "
+            f"(unpadded rows {result['speedup_rows']:.2f}x), logp diff {result['check']['logp_max_abs_diff']:.1e}")
+    at = by_turns.get(str(GROUP_TARGET_TURNS))
+    headline = {
+        "target": f"{policy} group-shared packing >= {GROUP_TARGET_SPEEDUP} x per-episode packing generated tokens/s, "
+                  f"G={group}, {GROUP_TARGET_TURNS} turns",
+        **{f"{key}_by_turns": {n: r[key] for n, r in by_turns.items()}
+           for key in ("speedup", "speedup_cpu", "speedup_best", "speedup_rows", "speedup_best_rows", "token_ratio",
+                       "token_ratio_rows", "attention_ratio")},
+        "speedup_at_target": at["speedup"] if at else None,
+        "speedup_cpu_at_target": at["speedup_cpu"] if at else None,
+        "speedup_best_at_target": at["speedup_best"] if at else None,
+        "speedup_rows_at_target": at["speedup_rows"] if at else None,
+        "meets_target": at["speedup"] >= GROUP_TARGET_SPEEDUP if at else None,
+        "logp_max_abs_diff": max(r["check"]["logp_max_abs_diff"] for r in by_turns.values()),
+        "grad_max_rel_diff": max(r["check"]["grad_max_abs_diff"] / max(r["check"]["grad_max_abs"], 1e-30)
+                                 for r in by_turns.values()),
+    }
+    return {"by_turns": by_turns, "headline": headline}
+
+
+GROUP_NOTES = [
+    "group_shared: the G episodes in one row, the prompt laid out once (policies/packer.py pack_group); "
+    "per_episode: pack_episode per episode, the G rows padded into one batch (the learner's micro-batch of G "
+    "episodes), one forward + backward; per_episode_rows: one unpadded row per forward + backward, gradients "
+    "accumulated. All with attention='tiles' (the learner's CPU path); loss -sum(logp) / the group's generated tokens.",
+    "speedup = per_episode wall / group_shared wall = ratio of generated tokens/s (speedup_rows: against the "
+    "unpadded rows), from the median passes; speedup_best from the fastest pass of each path (other jobs on a "
+    "shared machine only add time, so it is the steadier figure under contention); speedup_cpu from process CPU "
+    "seconds. token_ratio = per_episode padded tokens / group tokens, the linear layers' work: sharing saves "
+    "(G-1) x prompt tokens, so the ceiling falls as turns add unshared tokens (about 1.9 at 2 turns, 1.5 at 3, 1.4 "
+    "at 4 with the default segment lengths).",
+    "Same random-token episodes as the default mode (random_episode under the memory policy), one shared prompt of "
+    "exactly --prompt tokens (650: 2-objective QA), other lengths jittered.",
+]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main_group(args, argv: list[str] | None) -> int:
+    """`--group G`: run only the group comparison; write it as the `group_shared` entry of
+    the result JSON, keeping the other entries."""
+    torch.manual_seed(args.seed)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    machine_at_start = machine_info()
+    t0 = time.perf_counter()
+    model, vocab_size, info = build_model(args.model)
+    shape = EpisodeShape(args.prompt, args.generated, args.observation, args.jitter)
+    policy = args.policies[0]
+    result = run_group(model, vocab_size, group=args.group, turns=args.turns, policy=policy, shape=shape,
+                       repeats=args.repeats, warmup=args.warmup, seed=args.seed)
+    machine_at_end = machine_info()
+    loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (machine_at_start, machine_at_end)]
+    loads += [r.get("load_avg_1m_after", 0.0) for r in result["by_turns"].values()]
+    notes = [args.notes] if args.notes else []
+    if contention := contention_note(loads):
+        notes.append(contention + " The alternating passes keep the speedup comparable but less certain.")
+    entry = {
+        "started": started,
+        "command": command_line("experiments.bench.learner", argv),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "headline": result["headline"],
+        "by_turns": result["by_turns"],
+        "settings": {"group": args.group, "policy": policy, "turns": args.turns, "episode_shape": asdict(shape),
+                     "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed,
+                     "torch_threads": torch.get_num_threads(), "device": "cpu"},
+        "model": info,
+        "versions": package_versions(("torch", "transformers", "numpy")),
+        "machine": {**machine_at_start, "load_avg_at_end": machine_at_end.get("load_avg_1_5_15")},
+        "notes": notes + GROUP_NOTES,
+    }
+    data = _read_json(args.out) or {"benchmark": "learner"}
+    data["group_shared"] = entry
+    path = write_json(args.out, data)
+    print(json.dumps(entry["headline"], indent=2))
+    print(f"wrote {path} (group_shared)")
+    return 0
+
+
 def build_model(name: str | None) -> tuple[Any, int, dict[str, Any]]:
     """(model, vocab size, what the result records about it). None: a random-init
     `build_tiny_model` over the character tokenizer with TINY_OVERRIDES."""
@@ -317,9 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="?", const=DEFAULT_MODEL, default=None,
                         help=f"a model name/path for load_model; bare --model = {DEFAULT_MODEL} (default: the tiny model)")
-    parser.add_argument("--turns", type=int, nargs="+", default=[2, 4, 8, 16], help="turn counts (default 2 4 8 16)")
+    parser.add_argument("--turns", type=int, nargs="+", default=None,
+                        help="turn counts (default 2 4 8 16; with --group: 2 3 4)")
     parser.add_argument("--policies", nargs="+", default=["mem1"], help="memory policies (default mem1; e.g. full_context)")
-    parser.add_argument("--prompt", type=int, default=EpisodeShape.prompt, help="mean prompt tokens")
+    parser.add_argument("--prompt", type=int, default=None,
+                        help=f"mean prompt tokens (default {EpisodeShape.prompt}; with --group: exactly, default {GROUP_PROMPT})")
     parser.add_argument("--generated", type=int, default=EpisodeShape.generated, help="mean generated tokens per turn")
     parser.add_argument("--observation", type=int, default=EpisodeShape.observation, help="mean observation tokens per turn")
     parser.add_argument("--jitter", type=float, default=EpisodeShape.jitter, help="segment lengths vary by +- this fraction")
@@ -328,7 +563,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "learner.json", help="the result JSON")
     parser.add_argument("--notes", default="", help="a remark to store with the result")
+    parser.add_argument("--group", type=int, default=None, metavar="G",
+                        help="run only the GRPO-group comparison: G episodes sharing their prompt in one row vs "
+                             "per-episode packing (writes the result's group_shared entry)")
     args = parser.parse_args(argv)
+    if args.group is not None:
+        args.turns = args.turns or list(GROUP_TURNS)
+        args.prompt = GROUP_PROMPT if args.prompt is None else args.prompt
+        return main_group(args, argv)
+    args.turns = args.turns or [2, 4, 8, 16]
+    args.prompt = EpisodeShape.prompt if args.prompt is None else args.prompt
 
     torch.manual_seed(args.seed)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -370,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine_at_start, "load_avg_at_end": machine_at_end.get("load_avg_1_5_15")},
         "notes": notes + NOTES,
     }
+    if "group_shared" in (previous := _read_json(args.out)):  # written by --group: keep it
+        data["group_shared"] = previous["group_shared"]
     path = write_json(args.out, data)
     print(json.dumps(data["headline"], indent=2))
     print(f"wrote {path}")

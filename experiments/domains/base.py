@@ -41,6 +41,11 @@ class Domain(ABC):
     def make_env(self, n: int) -> TextEnv:
         """A fresh env for one episode of an N-objective task."""
 
+    def expert(self) -> Any:
+        """A scripted expert (an object with `act(context_text) -> str`) that demonstrates
+        the tasks for supervised fine-tuning (experiments/traces.py); None if the domain has none."""
+        return None
+
     def worker_overrides(self) -> dict[str, Any]:
         """Dotted config overrides (e.g. {"retriever.url": ...}) that point workers (Ray
         env runners) at the services this domain started, instead of starting their own."""

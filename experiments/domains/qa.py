@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from envs import QAEnv, Task
 
-from ..components import corpus_for, open_retriever, task_sets
+from ..components import corpus_for, open_retriever, task_sets, world_size
 from .base import Domain
 
 
@@ -25,6 +25,15 @@ class QADomain(Domain):
 
     def make_env(self, n: int) -> QAEnv:
         return QAEnv(self.retriever, self.config.env.qa_config(n))
+
+    def expert(self):
+        """The scripted expert of the generated world (loaded data has no entity links)."""
+        if self.config.data.source != "world":
+            return None
+        from envs.data import generate_world
+        from envs.data.expert import QAExpert
+
+        return QAExpert(generate_world(seed=self.config.data.world_seed, size=world_size(self.config.data.world_size)))
 
     def worker_overrides(self) -> dict[str, str]:
         return {"retriever.url": self._url} if self._url else {}

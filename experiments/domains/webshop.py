@@ -44,6 +44,12 @@ class WebShopDomain(Domain):
             raise ValueError(f"the WebShop catalog has no goals in split {split!r}; check env.attributes / env.human_goals")
         return {1: goals}
 
+    def expert(self):
+        """The scripted shopper (envs/webshop/expert.py): search, open the goal's product, choose its options, buy."""
+        from envs.webshop.expert import WebShopExpert
+
+        return WebShopExpert(self.catalog)
+
     def make_env(self, n: int) -> WebShopEnv:
         if self.engine is None:
             raise RuntimeError("open the domain (with make_domain(config) as domain) before making envs")

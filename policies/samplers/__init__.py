@@ -4,6 +4,7 @@ See base.py for the contract and stops.py for where a generation ends."""
 
 from .base import Completion, Sampler, SamplingParams
 from .factory import BACKENDS, make_sampler, resolve_backend
+from .scripted import ScriptedSampler
 from .stops import cut_at_stop, finish_completion
 from .transformers_sampler import TransformersSampler
 
@@ -22,6 +23,7 @@ __all__ = [
     "Completion",
     "Sampler",
     "SamplingParams",
+    "ScriptedSampler",
     "TransformersSampler",
     "VLLMSampler",
     "cut_at_stop",

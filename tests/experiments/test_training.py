@@ -128,29 +128,32 @@ def test_train_with_two_env_runners(char_model_dir, tmp_path):
         algo.stop()
 
 
-def test_micro_batching_does_not_change_the_update(char_model_dir, tmp_path):
-    """Batch 8 x accumulation 1 == batch 1 x accumulation 8: the same accumulated gradient.
-    (Gradients, not parameters: Adam's first step is scale-invariant and amplifies float noise
-    in near-zero gradients, so parameters would neither catch a normalisation bug nor agree.)"""
+def test_micro_batching_and_group_rows_do_not_change_the_update(char_model_dir, tmp_path):
+    """Batch 8 x accumulation 1 == batch 1 x accumulation 8, and a GRPO group packed in one
+    row with its prompt once (training.share_prompt) == one row per episode: the same
+    accumulated gradient. (Gradients, not parameters: Adam's first step is scale-invariant
+    and amplifies float noise in near-zero gradients, so parameters would neither catch a
+    normalisation bug nor agree.) Sampling is seeded, so every variant plays the same episodes."""
     from ray.rllib.core import DEFAULT_MODULE_ID
 
-    params = []
-    records = None
-    for micro in (8, 1):
-        config = toy_config(char_model_dir, tmp_path, **{"algorithm.micro_batch_size": micro, "algorithm.group_size": 4, "algorithm.tasks_per_iteration": 2})
+    grads, rows = [], []
+    for micro, share in ((8, True), (1, True), (1, False)):
+        config = toy_config(char_model_dir, tmp_path, **{"algorithm.micro_batch_size": micro, "algorithm.group_size": 4, "algorithm.tasks_per_iteration": 2, "training.share_prompt": share})
         algo = build_algorithm_config(config).build_algo()
         try:
-            if records is None:
-                records = algo.env_runner_group.local_env_runner.sample(iteration=0)
+            records = algo.env_runner_group.local_env_runner.sample(iteration=0)
             batch, _ = algo._train_batch(records)
+            rows.append(batch["default_policy"]["input_ids"].shape[0])
             algo.learner_group.update(batch=batch, num_epochs=1, minibatch_size=None)
             module = algo.learner_group._learner.module[DEFAULT_MODULE_ID]
-            params.append({k: p.grad.detach().clone() for k, p in module.policy.named_parameters() if p.grad is not None})
+            grads.append({k: p.grad.detach().clone() for k, p in module.policy.named_parameters() if p.grad is not None})
         finally:
             algo.stop()
-    assert params[0].keys() == params[1].keys() and len(params[0]) > 0
-    for k in params[0]:
-        assert torch.allclose(params[0][k], params[1][k], rtol=1e-4, atol=1e-7), k
+    assert rows == [2, 2, 8]  # two groups of four: one row each, or one row per episode
+    for other in grads[1:]:
+        assert grads[0].keys() == other.keys() and len(other) > 0
+        for k in grads[0]:
+            assert torch.allclose(grads[0][k], other[k], rtol=1e-4, atol=1e-6), k
 
 
 def test_one_iteration_of_mem1_on_two_objective_qa(tiny_model_dir, tmp_path):
@@ -163,7 +166,7 @@ def test_one_iteration_of_mem1_on_two_objective_qa(tiny_model_dir, tmp_path):
         "data": {"world_size": "small", "n_values": [2], "tasks_per_n": 8},
         "env": {"max_turns": 3, "few_shot": False},
         "algorithm": {"lr": 1e-4, "group_size": 2, "tasks_per_iteration": 2, "kl_coef": 0.01},
-        "training": {"iterations": 1, "export_model": False},
+        "training": {"iterations": 1, "export_model": False, "share_prompt": False},  # one row per episode, to compare with its peak
         "tracking": {"experiment": "tests"},
     }, TrainConfig)
     result = train(config, quiet=True)

@@ -8,7 +8,9 @@ import torch
 from policies.losses import (
     ADVANTAGES,
     KL_ESTIMATORS,
+    OBJECTIVES,
     POLICY_LOSSES,
+    AdvantageInputs,
     gae_advantages,
     grpo_advantages,
     masked_mean,
@@ -102,3 +104,15 @@ def test_registries_and_whiten():
     mask = torch.tensor([[True, True, True, False]])
     w = whiten(x, mask)
     assert masked_mean(w, mask).abs().item() < 1e-6 and w[0, 3] == 0
+
+
+def test_objectives_registry_sft_is_the_nll_of_the_tokens():
+    assert set(OBJECTIVES) == {"grpo", "ppo", "sft"} and set(POLICY_LOSSES) == {"clip", "nll"}
+    assert OBJECTIVES["ppo"].critic and not OBJECTIVES["grpo"].critic and not OBJECTIVES["sft"].sampled
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.9]]))
+    mask = torch.tensor([[True, True, False]])
+    loss, metrics = POLICY_LOSSES[OBJECTIVES["sft"].policy_loss](logp, logp, torch.zeros(1, 3), mask)
+    assert loss[0, :2].tolist() == pytest.approx([math.log(2), math.log(4)]) and loss[0, 2] == 0 and metrics == {}
+    x = AdvantageInputs(loss_mask=mask, driver_advantages=torch.full((1, 3), 2.0), token_rewards=None, old_values=None)
+    assert OBJECTIVES["grpo"].advantages(x)["advantages"].tolist() == [[2.0, 2.0, 0.0]]
+    assert OBJECTIVES["sft"].advantages(x)["advantages"].abs().sum() == 0
