@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from . import tracking
 from .components import sampling_params
 from .config import ConfigError, TrainConfig, flat_params
 from .domains import make_domain
-from .train import TrainResult, export_policy, new_run_dir
+from .train import TrainResult, export_policy, new_run_dir, save_atomically
 from .traces import expert_traces, read_traces, write_traces
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,13 @@ def sft(config: TrainConfig, *, quiet: bool = False) -> TrainResult:
             if not quiet:
                 print(f"supervised fine-tuning under {memory.spec} on {len(train_eps)} traces ({_tokens(shared_prefix_rows(train_eps, rows_of))} packed tokens) for {s.epochs} epochs; outputs in {run_dir}")
             metrics_file = open(run_dir / "metrics.jsonl", "w")
-            record = lambda m, step: (history.append({"step": step, **m}), tracking.log_metrics(m, step=step), metrics_file.write(json.dumps({"step": step, **m}) + "\n"), metrics_file.flush())
+
+            def record(m: dict, step: int) -> None:  # history, MLflow and metrics.jsonl alike
+                history.append({"step": step, **m})
+                tracking.log_metrics(m, step=step)
+                metrics_file.write(json.dumps({"step": step, **m}) + "\n")
+                metrics_file.flush()
+
             if heldout_cols is not None:
                 record({"sft/heldout_loss": _heldout_loss(learner_group, heldout_cols), "sft/epoch": 0}, 0)
             step = 0
@@ -102,7 +107,7 @@ def sft(config: TrainConfig, *, quiet: bool = False) -> TrainResult:
                         if not quiet:
                             tqdm.write(f"epoch {epoch}/{s.epochs}: train loss {m['sft/loss']:.3f}, held-out loss {history[-1]['sft/heldout_loss']:.3f}")
             metrics_file.close()
-            _save(learner_group, run_dir / "checkpoints" / "final")
+            save_atomically(learner_group, run_dir / "checkpoints" / "final")
             model_dir = export_policy(learner_group, config, run_dir / "model") if config.training.export_model else None
             tracking.log_artifacts([run_dir / "metrics.jsonl", run_dir / "traces.jsonl"])
             (run_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.info.run_id, "model": str(model_dir) if model_dir else None}, indent=2))
@@ -174,10 +179,3 @@ def _value(v):
 def _tokens(packed) -> int:
     return sum(p.num_tokens for p in packed)
 
-
-def _save(learner_group, final: Path) -> None:
-    tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    learner_group.save_to_path(str(tmp.resolve()))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)

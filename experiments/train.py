@@ -143,13 +143,21 @@ def _save_state(run_dir: Path, state: dict) -> None:
     tmp.replace(run_dir / "run.json")
 
 
-def _checkpoint(algo, run_dir: Path, state: dict, keep: int) -> Path:
-    final = (run_dir / "checkpoints" / f"iter_{algo.training_iteration:04d}").resolve()
+def save_atomically(checkpointable, final: Path) -> Path:
+    """`checkpointable.save_to_path` (an RLlib Algorithm or LearnerGroup) into a temporary
+    folder, renamed over `final` only when complete: an interrupted save never replaces a
+    good checkpoint."""
+    final = final.resolve()
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    algo.save_to_path(str(tmp))
+    checkpointable.save_to_path(str(tmp))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    return final
+
+
+def _checkpoint(algo, run_dir: Path, state: dict, keep: int) -> Path:
+    final = save_atomically(algo, run_dir / "checkpoints" / f"iter_{algo.training_iteration:04d}")
     state.setdefault("checkpoints", []).append(str(final))
     for old in state["checkpoints"][:-keep]:
         shutil.rmtree(old, ignore_errors=True)
