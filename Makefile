@@ -20,8 +20,9 @@ $(STAMP): requirements/cpu.lock pyproject.toml
 model: setup
 	$(BIN)/mem1 model prepare
 
-# The main job on the embedded defaults (CPU, SmolLM2-135M, generated world, BM25): train mem1
-# with GRPO for a few iterations, then evaluate trained vs untrained and mem1 vs full context.
+# The main job on the embedded defaults (CPU, SmolLM2-135M, generated world, BM25): SFT warm start
+# on expert traces (cached), GRPO from it for a few iterations, then one evaluation of the base,
+# SFT and SFT+GRPO weights under mem1, and of full context and a 2-turn window with the SFT weights.
 run: setup
 	$(BIN)/mem1 main
 
@@ -30,7 +31,8 @@ test: setup
 
 # Every benchmark, each writing experiments/bench/results/NAME.json (minutes to hours on CPU).
 bench: setup
-	$(BIN)/python -m experiments.bench.memory_scaling --n 1 2 4 8 12 16
+	$(BIN)/python -m experiments.bench.learning
+	$(BIN)/python -m experiments.bench.memory_scaling --n 1 2 4 8 12 16 --model "$$($(BIN)/python -m experiments.bench.learning --final-model)"
 	$(BIN)/python -m experiments.bench.learner
 	$(BIN)/python -m experiments.bench.sampler_throughput --backend transformers
 	$(BIN)/python -m experiments.bench.sampler_throughput --backend vllm

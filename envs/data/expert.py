@@ -14,9 +14,12 @@ whatever it still needs must be in the internal state it wrote the turn before. 
    newest `<information>` and how many turns are left;
 2. it adds to its notes the fact the latest search was for, when a returned passage about
    the hop's subject states it (grounded: a fact it did not see is never written);
-3. it writes the new notes (each answer found so far, "Q2: Tarsk.", and the bridge fact of a
-   two-hop question still open, "Q3: Zentrix Labs was founded by Ann Lee."; nothing else,
-   so the state grows by a few tokens per objective) and one action: a
+3. it writes the new notes (each answer found so far after the relation asked, "Q2 born:
+   Tarsk.", and the bridge fact of a two-hop question still open, "Q3: Zentrix Labs was
+   founded by Ann Lee."; nothing else, so the state grows by a few tokens per objective; the
+   relation word next to an answer is what lets a small model pick the asked fact from a
+   passage that states several; a "Q4: ?" entry per open question, tried as a to-do list,
+   made the fine-tuned model loop on the list) and one action: a
    keyword search for the next missing hop ("<name> <relation word>", then the bare name if
    that found nothing, then it gives the hop up), or the answer to all questions in order
    once each is answered or given up, or when one turn is left.
@@ -101,8 +104,9 @@ class QAExpert:
         for i, hops in enumerate(plans, 1):
             known: list[str] = []
             given_up = f"Q{i}: not found." in notes or not hops
-            if not given_up and f"Q{i}: {hops[-1].stated}." in notes:  # answered on an earlier turn
-                lines.append(f"Q{i}: {hops[-1].stated}.")
+            answered = f"Q{i} {_KEYWORDS[hops[-1].fact.relation]}: {hops[-1].stated}." if hops else ""
+            if not given_up and answered in notes:  # answered on an earlier turn
+                lines.append(answered)
                 answers.append(hops[-1].stated)
                 continue
             for hop in hops if not given_up else ():
@@ -117,8 +121,8 @@ class QAExpert:
             if given_up:
                 lines.append(f"Q{i}: not found.")
                 answers.append(UNKNOWN)
-            elif len(known) == len(hops):  # answered: the answer is all the notes keep of it
-                lines.append(f"Q{i}: {hops[-1].stated}.")
+            elif len(known) == len(hops):  # answered: the asked relation and the answer are all the notes keep of it
+                lines.append(answered)
                 answers.append(hops[-1].stated)
             else:
                 answers.append(UNKNOWN)

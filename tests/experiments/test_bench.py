@@ -4,6 +4,7 @@ built-in check that packed and per-turn replay agree) and its command line into 
 JSON. The memory-scaling benchmark: its summary of episode records and its config."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -106,7 +107,7 @@ def _episode(policy: str, n: int, prompt: int, turns: list[tuple[int, int]], kee
 
 def test_memory_scaling_summary_and_headline_from_episodes():
     """The benchmark's figures are the episodes' token counts: peak = max(context + generated),
-    the prompt is reported apart, and the target check compares mem1's largest N with its smallest."""
+    the prompt is reported apart, and without N=2 the flatness check falls back to the smallest N."""
     from experiments.bench.memory_scaling import headline, summarise
 
     episodes = [
@@ -124,26 +125,148 @@ def test_memory_scaling_summary_and_headline_from_episodes():
     assert m16["calls"] == 3 and m16["turns_mean"] == 3 and m16["end_reasons"] == {"budget": 1}
     assert per["full_context"]["16"]["peak_tokens_mean"] == 300.0
     head = headline(per)
-    assert head["mem1"]["peak_ratio"] == pytest.approx(230 / 120, abs=1e-4)
-    assert head["mem1"]["meets_target"] is False
+    flat_check = head["checks"]["mem1_peak_ratio"]
+    assert flat_check["value"] == pytest.approx(230 / 120, abs=1e-4) and flat_check["met"] is False
+    assert (flat_check["n_base"], flat_check["n_top"]) == (1, 16) and "N=2 was not run" in flat_check["base"]
     assert head["mem1"]["prompt_tokens_ratio"] == pytest.approx(1.3) and head["mem1"]["peak_beyond_prompt_ratio"] == 5.0
     assert head["full_context"]["grows_with_n"] is True and head["full_context"]["peak_ratio"] == 2.5
-    assert head["full_over_mem1_at_n_max"] == pytest.approx(300 / 230, abs=1e-4)
+    ratio = head["checks"]["full_over_mem1"]
+    assert ratio["value"] == pytest.approx(300 / 230, abs=1e-4) and ratio["n"] == 16 and ratio["met"] is False
+    assert head["checks"]["mem1_valid_action_rate"]["met"] is True and head["all_met"] is False
     flat = headline(summarise([_episode("mem1", 1, 100, [(20, 0)], True), _episode("mem1", 8, 104, [(20, 0)], True)]))
-    assert flat["mem1"]["meets_target"] is True and "full_context" not in flat
+    assert flat["checks"]["mem1_peak_ratio"]["met"] is True and "largest N run, N=8" in flat["checks"]["mem1_peak_ratio"]["top"]
+    assert "full_context" not in flat and flat["checks"]["full_over_mem1"]["met"] is None and flat["all_met"] is None
+
+
+def _played(spec: str, n: int, prompt: int, turns, policy: str | None = None):
+    """A real Episode whose contexts the real memory policy `spec` chooses. turns: (generated
+    tokens, state span in those tokens or None, observation tokens (0: the episode ends),
+    valid). Generated, observation and prompt tokens have distinct ids, so a miscount shows."""
+    from policies.memory import make_memory_policy
+    from policies.records import GENERATED, OBSERVATION, Episode, Segment, Turn, memory_metrics
+
+    memory = make_memory_policy(spec)
+    ep = Episode.start(f"{spec}-n{n}", tuple(range(prompt)), "", policy=policy or spec, n=n, max_turns=len(turns))
+    for gen, span, obs, valid in turns:
+        context = memory.context(ep)
+        ep, g = ep.add_segment(Segment(GENERATED, tuple(range(1000, 1000 + gen))))
+        o = None
+        if obs:
+            ep, o = ep.add_segment(Segment(OBSERVATION, (7,) * obs))
+        ep = ep.add_turn(Turn(context, g, (0.0,) * gen, "stop", observation=o, state_span=span, info={"valid": valid}))
+    return ep.finish(**memory_metrics(ep), end_reason="answer")
+
+
+# state 20 + action 10 then observation 40; state 15 + action 10 then 35; a last turn with no state
+THREE_TURNS = [(30, (1, 21), 40, True), (25, (1, 16), 35, True), (12, None, 0, False)]
+
+
+def test_peak_call_breakdown_is_the_peak_calls_context_by_kind():
+    """The peak call's context split into prompt / state / action / observation, plus what it
+    generated: under mem1 the previous turn's state and action, under full context all earlier
+    turns, under a state budget only the kept state tokens (a sliced segment)."""
+    from experiments.bench.memory_scaling import peak_call, summarise
+    from policies.records import Episode
+
+    def parts(ep):
+        b = peak_call(ep)
+        assert b["total"] == sum(v for k, v in b.items() if k != "total") == ep.info["peak_tokens"]
+        assert b["other"] == 0
+        return b["prompt"], b["state"], b["action"], b["observation"], b["generated"], b["total"]
+
+    # mem1: calls of 50+30, 50+(30+40)+25, 50+(25+35)+12 tokens; the second is the peak
+    assert parts(_played("mem1", 2, 50, THREE_TURNS)) == (50, 20, 10, 40, 25, 145)
+    # full context: the last call sees both earlier turns
+    assert parts(_played("full_context", 2, 50, THREE_TURNS)) == (50, 20 + 15, 10 + 10, 40 + 35, 12, 192)
+    # window(k=2) keeps both earlier turns at turn 3 too
+    assert parts(_played("window(k=2)", 2, 50, THREE_TURNS)) == (50, 35, 20, 75, 12, 192)
+    # budget=8 keeps 8 of the 20 state tokens of turn 1 (slices [0, 9) and [21, 30)): 50+8+10+40+25
+    assert parts(_played("mem1,budget=8", 2, 50, THREE_TURNS)) == (50, 8, 10, 40, 25, 133)
+    # a turn without a closed <think> block counts as action only
+    no_state = _played("full_context", 1, 10, [(6, None, 4, False), (3, None, 0, False)])
+    assert parts(no_state) == (10, 0, 6, 4, 3, 23)
+    # the peak is the largest context + generated, not the largest context (turn 3: 111 + 2 < 65 + 60)
+    long_output = _played("mem1", 2, 50, [(10, (0, 6), 5, True), (60, (0, 40), 1, True), (2, None, 0, True)])
+    assert parts(long_output) == (50, 6, 4, 5, 60, 125)
+    assert peak_call(Episode.start("empty", (1, 2, 3)))["total"] == 0  # no call made
+
+    # averaged over the tasks of one (policy, N); total is the mean peak
+    other = _played("mem1", 2, 60, [(20, (0, 12), 30, True), (10, (0, 4), 0, True)])  # peak 60+(12+8)+30+10 = 120
+    row = summarise([_played("mem1", 2, 50, THREE_TURNS), other])["mem1"]["2"]
+    assert row["peak_call"] == {"prompt": 55.0, "state": 16.0, "action": 9.0, "observation": 35.0, "other": 0.0,
+                                "generated": 17.5, "total": 132.5}
+    assert row["peak_call"]["total"] == row["peak_tokens_mean"] == 132.5
+
+
+def test_memory_scaling_headline_checks():
+    """The three targets: mem1 peak(16) / peak(2) <= 1.3 (N=2 the base even when N=1 ran), full
+    context >= 4 x mem1 at the largest N, mem1 valid-action rate >= 0.8 at every N. Misses stay
+    misses; the bound itself counts as met."""
+    from experiments.bench.memory_scaling import headline, summarise
+
+    last = (20, (0, 10), 0, True)
+    step = (30, (0, 20), 40, True)
+    mem1 = [
+        _played("mem1", 1, 40, [last]),  # peak 60: the base would give a ratio of 3.0
+        _played("mem1", 2, 50, [step, last]),  # peak 50 + 70 + 20 = 140
+        _played("mem1", 16, 80, [step, (30, (0, 20), 40, False), last]),  # peak 80 + 70 + 30 = 180, 2 of 3 valid
+    ]
+    full = [_played("full_context", 2, 50, [step, last]), _played("full_context", 16, 80, [step, step, last])]  # 240
+    head = headline(summarise(mem1 + full))
+    a, b, c = (head["checks"][k] for k in ("mem1_peak_ratio", "full_over_mem1", "mem1_valid_action_rate"))
+    assert (a["n_base"], a["n_top"], a["base"], a["top"]) == (2, 16, "N=2", "N=16")
+    assert a["value"] == pytest.approx(180 / 140, abs=1e-4) and a["target"] == 1.3 and a["met"] is True
+    assert b["value"] == pytest.approx(240 / 180, abs=1e-4) and b["target"] == 4.0 and b["n"] == 16 and b["met"] is False
+    assert c["value"] == pytest.approx(2 / 3, abs=1e-4) and c["worst_n"] == 16 and c["met"] is False
+    assert c["by_n"] == {"1": 1.0, "2": 1.0, "16": pytest.approx(0.6667)}
+    assert head["all_met"] is False
+    assert head["mem1"]["peak_call_at_top"]["state"] == 20 and head["mem1"]["peak_call_at_base"]["total"] == 140
+
+    # all met: flat mem1 (top falls back to the largest N run), full context exactly 4x (560 / 140)
+    ok = headline(summarise([
+        _played("mem1", 2, 50, [step, last]), _played("mem1", 8, 50, [step, last]),
+        _played("full_context", 8, 50, [step] * 7 + [last]),
+    ]))
+    assert ok["checks"]["mem1_peak_ratio"]["value"] == 1.0 and "N=16 was not run" in ok["checks"]["mem1_peak_ratio"]["top"]
+    assert ok["checks"]["full_over_mem1"]["value"] == 4.0 and ok["checks"]["full_over_mem1"]["met"] is True
+    assert ok["all_met"] is True
+    # one N only: the flatness ratio cannot be measured (None, with the reason), not passed
+    one = headline(summarise([_played("mem1", 2, 50, [step, last])]))["checks"]["mem1_peak_ratio"]
+    assert one["met"] is None and one["value"] is None and one["reason"]
 
 
 def test_memory_scaling_config_is_the_eval_config_with_overrides(tmp_path):
-    from experiments.bench.memory_scaling import build_config
-    from experiments.config import ConfigError
+    import shlex
+
+    from experiments.bench.memory_scaling import CONFIG, build_config, equivalent_eval, notes
+    from experiments.config import ConfigError, EvalConfig, load_config
 
     config, overrides = build_config([4, 1, 1], 3, "transformers", tmp_path, 6, ["mem1", "window(k=2)"])
     assert config.data.n_values == [1, 4] and config.data.tasks_per_n == 3
     assert config.sampler.backend == "transformers" and config.sampler.temperature == 0.0
     assert config.env.max_turns_cap == 6 and config.policies == ["mem1", "window(k=2)"]
     assert f"output_dir={tmp_path}" in overrides
+    default = load_config(CONFIG, EvalConfig)
+    assert config.model.name == default.model.name and config.sampler.max_new_tokens == default.sampler.max_new_tokens
+    assert not any(o.startswith(("model.", "sampler.max_new_tokens")) for o in overrides)
     with pytest.raises((ConfigError, ValueError), match="nonsense"):
         build_config([1], 1, "vllm", tmp_path, None, ["nonsense"])
+
+    # a trained folder (even one with a space or a YAML-looking name) and another cap per turn
+    for model in (str(tmp_path / "train run" / "model"), "2024"):
+        trained, trained_overrides = build_config([2, 16], 1, "vllm", tmp_path, None, ["mem1"], model=model, max_new_tokens=200)
+        assert trained.model.name == model and trained.sampler.max_new_tokens == 200
+        # the printed `mem1 eval` command gives back exactly these overrides, hence this config
+        argv = shlex.split(equivalent_eval(trained_overrides))
+        assert argv[:3] == ["mem1", "eval", "experiments/configs/eval_qa.yaml"] and argv[3::2] == ["-o"] * len(trained_overrides)
+        assert load_config(CONFIG, EvalConfig, argv[4::2]) == trained
+
+    # the notes state the config's numbers, not fixed ones
+    text = " ".join(notes(trained, model_is_base=False))
+    assert "max_new_tokens = 200" in text and "2 x 200" in text and "not the config's default" in text
+    base_text = " ".join(notes(config, model_is_base=True))
+    assert f"max_new_tokens = {default.sampler.max_new_tokens}" in base_text and "untrained default" in base_text
+    assert ("few_shot: false" in base_text) == (not default.env.few_shot) and "max_turns_cap = 6" in base_text
 
 
 def test_contention_note_only_when_the_machine_was_shared():
@@ -151,3 +274,34 @@ def test_contention_note_only_when_the_machine_was_shared():
 
     assert contention_note([0.4, 1.9]) is None
     assert "reached 3.2" in contention_note([0.4, 3.2, 1.0])
+
+
+def _scored(n: int, task: str, em: float, valid: list[bool]):
+    """A real Episode record of one held-out task with its EM and per-turn validity."""
+    from policies.records import GENERATED, Episode, Segment, SegmentRef, Turn
+
+    ep = Episode.start(task, (1, 2, 3), "", policy="mem1", n=n, task_id=task)
+    for ok in valid:
+        ep, g = ep.add_segment(Segment(GENERATED, (4, 5)))
+        ep = ep.add_turn(Turn((SegmentRef(0),), g, (0.0, 0.0), "stop", info={"valid": ok}))
+    return ep.finish(em_mean=em, f1_mean=em, end_reason="answer")
+
+
+def test_learning_statistics_pair_tasks_and_judge_the_gain_by_its_standard_error():
+    """The learning benchmark's per-N means and standard errors come from the tasks, and the
+    target compares the paired per-task EM gain with twice its standard error."""
+    from experiments.bench.learning import headline, paired_gain, per_task, summarise
+
+    sft = per_task([_scored(4, f"t{i}", em, [True, i != 0]) for i, em in enumerate([0.0, 0.0, 0.25, 0.5])])
+    assert sft[4]["t0"] == {"em": 0.0, "f1": 0.0, "valid": 0.5}
+    row = summarise(sft)["4"]
+    assert row["tasks"] == 4 and row["em"] == pytest.approx(0.1875) and row["valid"] == pytest.approx(0.875)
+    assert row["em_se"] == pytest.approx(statistics.stdev([0.0, 0.0, 0.25, 0.5]) / 2)
+    # every task gains 0.25 (paired SE 0): met; a gain on one task only (mean 0.0625, paired SE 0.0625): z = 1, not met
+    better = per_task([_scored(4, f"t{i}", em + 0.25, [True]) for i, em in enumerate([0.0, 0.0, 0.25, 0.5])])
+    one = per_task([_scored(4, f"t{i}", em + (0.25 if i == 0 else 0.0), [True]) for i, em in enumerate([0.0, 0.0, 0.25, 0.5])])
+    assert paired_gain(better, sft, 4)["met"] is True and paired_gain(better, sft, 4)["gain"] == pytest.approx(0.25)
+    gain = paired_gain(one, sft, 4)
+    assert gain["gain"] == pytest.approx(0.0625) and gain["se"] == pytest.approx(0.0625) and gain["met"] is False
+    head = headline(sft, better, final_iteration=6)
+    assert [c["n"] for c in head["checks"]] == [4, 8] and head["checks"][1]["tasks"] == 0 and head["met"] is False
