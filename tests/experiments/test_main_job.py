@@ -56,8 +56,11 @@ def test_main_job_sft_then_grpo_then_compares_base_sft_and_rl(tiny_model_dir, tm
     first_logp = {ep.info["policy"]: ep.turns[0].logp for ep in result.eval.episodes if ep.turns and ep.info["n"] == 1}
     assert first_logp["mem1@sft"] != first_logp["mem1"]
     # GRPO started from the SFT weights: they moved only if some group had a reward spread
+    # (the eval batches each model's episodes with other policies' ones, so equal weights give
+    # log-probs equal only up to float noise from padding: compare with a tolerance)
     moved = result.train.history[0]["rollout/groups_with_signal"] > 0
-    assert (first_logp["mem1@sft-grpo"] != first_logp["mem1@sft"]) == moved
+    shift = max(abs(a - b) for a, b in zip(first_logp["mem1@sft-grpo"], first_logp["mem1@sft"]))
+    assert (shift > 1e-3) == moved, shift
 
     client = mlflow.MlflowClient(tracking_uri=result.eval.tracking_uri)
     children = client.search_runs(
