@@ -69,6 +69,9 @@ class QAConfig:
     format_penalty: float = 0.1  # subtracted for each malformed turn
     state_credit: float = 0.0  # share of that penalty forgiven when the malformed turn still closed its <think> state
     require_state: bool = True  # a turn without <think>...</think> is malformed
+    # End the episode after this many malformed turns in a row (None: play the budget out).
+    # The turns it skips are charged as malformed, so stopping early never pays.
+    max_invalid_streak: int | None = None
     few_shot: bool = True  # show QA_DEMONSTRATION before the task
     prompt: str = QA_PROMPT
 
@@ -81,6 +84,8 @@ class QAConfig:
             raise ValueError(f"env.topk={self.topk}: must be at least 1")
         if not 0.0 <= self.state_credit <= 1.0:
             raise ValueError(f"env.state_credit={self.state_credit}: must be in [0, 1]")
+        if self.max_invalid_streak is not None and self.max_invalid_streak < 1:
+            raise ValueError(f"env.max_invalid_streak={self.max_invalid_streak}: must be at least 1 (or None)")
         if "{questions}" not in self.prompt:
             raise ValueError("env.prompt must contain the placeholder {questions}")
 
@@ -107,6 +112,7 @@ class QAEnv(TextEnv):
         self.max_turns = self.config.turn_budget(task.num_objectives)
         self.searches = 0
         self.invalid = 0
+        self.invalid_streak = 0
         prompt = self.config.prompt.format(questions=task.question_text)
         info = {"task_id": task.id, "num_objectives": task.num_objectives, "max_turns": self.max_turns}
         if self.config.few_shot:
@@ -125,6 +131,7 @@ class QAEnv(TextEnv):
             return "", self._score(parsed.argument, info), True, False, info
 
         reward = 0.0
+        self.invalid_streak = 0 if parsed.valid else self.invalid_streak + 1
         if not parsed.valid:
             self.invalid += 1
             info["action"] = "invalid"
@@ -138,6 +145,12 @@ class QAEnv(TextEnv):
             self.searches += 1
             body = self._search(parsed.argument, info)
 
+        streak = self.config.max_invalid_streak
+        if turns_left > 0 and streak is not None and self.invalid_streak >= streak:
+            # lost the protocol: stop here, charging the rest of the budget as malformed turns
+            info["stopped"] = f"{streak} malformed turns in a row"
+            reward -= self.config.format_penalty * turns_left
+            turns_left = 0
         if turns_left <= 0:  # budget spent without an answer: the task scores 0
             reward += self._score(None, info)
             return "", reward, False, True, info

@@ -83,14 +83,17 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", module, *args])
 
 
-CONTENTION_LOAD = 2.0  # the 1-minute load average above which a 2-core machine was shared
+# A benchmark keeps every core busy itself, and with Ray workers, a vLLM engine and a learner
+# its own processes push the 1-minute load average to about 1.2x the core count; only above
+# 1.5x were other jobs sharing the machine.
+CONTENTION_LOAD_PER_CORE = 1.5
 
 
 def contention_note(loads: Sequence[float]) -> str | None:
     """A note for the result when the 1-minute load averages seen during a run (os.getloadavg)
-    show other jobs on the machine; None when none went above CONTENTION_LOAD."""
+    show other jobs on the machine; None when none went above CONTENTION_LOAD_PER_CORE x cores."""
     peak = max(loads, default=0.0)
-    if peak <= CONTENTION_LOAD:
+    if peak <= CONTENTION_LOAD_PER_CORE * (os.cpu_count() or 1):
         return None
     return (f"CONTENTION: the 1-minute load average reached {peak:.1f} during the run on {os.cpu_count()} cores "
             "(other jobs shared the machine); absolute timings are inflated and noisy.")

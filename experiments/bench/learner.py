@@ -459,28 +459,45 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _start(args) -> tuple[dict[str, Any], Any, int, dict[str, Any], EpisodeShape]:
+    """What both modes do first: seed, note the machine, load the model, fix the episode
+    shape. The first value (`run`) carries the start time and machine for `_finish`."""
+    torch.manual_seed(args.seed)
+    run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(), "t0": time.perf_counter()}
+    model, vocab_size, info = build_model(args.model)
+    shape = EpisodeShape(args.prompt, args.generated, args.observation, args.jitter)
+    return run_info, model, vocab_size, info, shape
+
+
+def _finish(run_info: dict[str, Any], args, loads_during: list[float], contention_tail: str) -> dict[str, Any]:
+    """The fields both modes record at the end: wall time, machine at start and end, notes
+    (with a contention note when the load averages show other jobs)."""
+    machine_at_end = machine_info()
+    loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (run_info["machine"], machine_at_end)] + loads_during
+    notes = [args.notes] if args.notes else []
+    if contention := contention_note(loads):
+        notes.append(contention + contention_tail)
+    return {
+        "started": run_info["started"],
+        "wall_s": round(time.perf_counter() - run_info["t0"], 1),
+        "machine": {**run_info["machine"], "load_avg_at_end": machine_at_end.get("load_avg_1_5_15")},
+        "notes": notes,
+    }
+
+
 def main_group(args, argv: list[str] | None) -> int:
     """`--group G`: run only the group comparison; write it as the `group_shared` entry of
     the result JSON, keeping the other entries."""
-    torch.manual_seed(args.seed)
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    machine_at_start = machine_info()
-    t0 = time.perf_counter()
-    model, vocab_size, info = build_model(args.model)
-    shape = EpisodeShape(args.prompt, args.generated, args.observation, args.jitter)
+    run_info, model, vocab_size, info, shape = _start(args)
     policy = args.policies[0]
     result = run_group(model, vocab_size, group=args.group, turns=args.turns, policy=policy, shape=shape,
                        repeats=args.repeats, warmup=args.warmup, seed=args.seed)
-    machine_at_end = machine_info()
-    loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (machine_at_start, machine_at_end)]
-    loads += [r.get("load_avg_1m_after", 0.0) for r in result["by_turns"].values()]
-    notes = [args.notes] if args.notes else []
-    if contention := contention_note(loads):
-        notes.append(contention + " The alternating passes keep the speedup comparable but less certain.")
+    end = _finish(run_info, args, [r.get("load_avg_1m_after", 0.0) for r in result["by_turns"].values()],
+                  " The alternating passes keep the speedup comparable but less certain.")
     entry = {
-        "started": started,
+        "started": end["started"],
         "command": command_line("experiments.bench.learner", argv),
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": end["wall_s"],
         "headline": result["headline"],
         "by_turns": result["by_turns"],
         "settings": {"group": args.group, "policy": policy, "turns": args.turns, "episode_shape": asdict(shape),
@@ -488,8 +505,8 @@ def main_group(args, argv: list[str] | None) -> int:
                      "torch_threads": torch.get_num_threads(), "device": "cpu"},
         "model": info,
         "versions": package_versions(("torch", "transformers", "numpy")),
-        "machine": {**machine_at_start, "load_avg_at_end": machine_at_end.get("load_avg_1_5_15")},
-        "notes": notes + GROUP_NOTES,
+        "machine": end["machine"],
+        "notes": end["notes"] + GROUP_NOTES,
     }
     data = _read_json(args.out) or {"benchmark": "learner"}
     data["group_shared"] = entry
@@ -574,28 +591,17 @@ def main(argv: list[str] | None = None) -> int:
     args.turns = args.turns or [2, 4, 8, 16]
     args.prompt = EpisodeShape.prompt if args.prompt is None else args.prompt
 
-    torch.manual_seed(args.seed)
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    machine_at_start = machine_info()
-    t0 = time.perf_counter()
-    model, vocab_size, info = build_model(args.model)
-    shape = EpisodeShape(args.prompt, args.generated, args.observation, args.jitter)
+    run_info, model, vocab_size, info, shape = _start(args)
     result = run(model, vocab_size, turns=args.turns, policies=args.policies, shape=shape, repeats=args.repeats,
                  warmup=args.warmup, seed=args.seed)
-    wall = time.perf_counter() - t0
-    machine_at_end = machine_info()
-
-    loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (machine_at_start, machine_at_end)]
-    loads += [r.get("load_avg_1m_after", 0.0) for by in result["per_policy"].values() for r in by.values()]
-    notes = [args.notes] if args.notes else []
-    if contention := contention_note(loads):
-        notes.append(contention + " The alternating packed/per-turn passes keep the speedup comparable but less "
-                     "certain; speedup_cpu (process CPU seconds) is the steadier figure then.")
+    end = _finish(run_info, args, [r.get("load_avg_1m_after", 0.0) for by in result["per_policy"].values() for r in by.values()],
+                  " The alternating packed/per-turn passes keep the speedup comparable but less certain; "
+                  "speedup_cpu (process CPU seconds) is the steadier figure then.")
     data = {
         "benchmark": "learner",
-        "started": started,
+        "started": end["started"],
         "command": command_line("experiments.bench.learner", argv),
-        "wall_s": round(wall, 1),
+        "wall_s": end["wall_s"],
         "headline": result["headline"],
         "per_policy": result["per_policy"],
         "settings": {
@@ -611,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "model": info,
         "versions": package_versions(("torch", "transformers", "numpy")),
-        "machine": {**machine_at_start, "load_avg_at_end": machine_at_end.get("load_avg_1_5_15")},
-        "notes": notes + NOTES,
+        "machine": end["machine"],
+        "notes": end["notes"] + NOTES,
     }
     if "group_shared" in (previous := _read_json(args.out)):  # written by --group: keep it
         data["group_shared"] = previous["group_shared"]

@@ -200,20 +200,26 @@ def main(argv: list[str] | None = None) -> int:
 
     sft_tasks = record(sft_model, "sft", 0, 0.0)
     final_tasks, train_s, iteration = sft_tasks, 0.0, 0
+    startup_s = 0.0  # each chunk's start-up (Ray, vLLM engine, checkpoint restore), measured by the last one
     budget_s, chunk_s = args.budget_min * 60, args.eval_every_min * 60
     while train_s < budget_s:
         chunk_end = min(train_s + chunk_s, budget_s)
-        # Whole iterations: how many fit the chunk at the time per iteration so far (2 to start).
-        per_it = train_s / iteration if iteration else None
-        if per_it and chunk_end - train_s < per_it / 2:  # less than half an iteration left: done
+        # Whole iterations: how many fit the chunk, from the iterations' own time so far
+        # (perf/iteration_s; 2 to start) and the chunk start-up.
+        times = [h["perf/iteration_s"] for h in result["training"]["history"] if "perf/iteration_s" in h]
+        per_it = sum(times) / len(times) if times else None
+        room = chunk_end - train_s - startup_s
+        if per_it and room < per_it / 2:  # less than half an iteration left: done
             break
-        more = max(1, round((chunk_end - train_s) / per_it)) if per_it else 2
+        more = max(1, round(room / per_it)) if per_it else 2
         config = base_train.model_copy(update={"training": base_train.training.model_copy(update={"iterations": iteration + more, "checkpoint_every": more})})
         t0 = time.perf_counter()
         trained = train(config, resume=iteration > 0, quiet=True)
-        train_s += time.perf_counter() - t0
+        chunk_wall = time.perf_counter() - t0
+        train_s += chunk_wall
         iteration = trained.iterations
         result["training"]["history"] += trained.history
+        startup_s = max(0.0, chunk_wall - sum(h.get("perf/iteration_s", 0.0) for h in trained.history))
         result["training"]["train_s"] = round(train_s, 1)
         result["training"]["run_dir"] = str(trained.run_dir)
         final_tasks = record(str(trained.model_dir), f"sft-grpo-it{iteration}", iteration, train_s)

@@ -181,6 +181,30 @@ def test_turn_budget_truncates_with_score_zero(index, items):
     assert truncated and not terminated and reward == pytest.approx(-0.1) and info["em_sum"] == 0.0
 
 
+def test_invalid_streak_ends_the_episode_with_the_reward_of_playing_it_out(index, items):
+    """After k malformed turns in a row the episode stops; the skipped turns are charged as
+    malformed, so the return equals the played-out one (stopping early never pays). A valid
+    turn resets the streak."""
+    played, stopped = (env_for(index, items, n=2, format_penalty=0.1, max_invalid_streak=k)[0] for k in (None, 2))
+    total = {}
+    for name, env in (("played", played), ("stopped", stopped)):
+        total[name], steps = 0.0, 0
+        for text in ["junk", search(city_of(items[0])), "junk", "junk", "junk", "junk"]:
+            _, reward, terminated, truncated, info = env.step(text)
+            total[name] += reward
+            steps += 1
+            if terminated or truncated:
+                break
+        total[name + "_steps"] = steps
+        total[name + "_info"] = info
+    assert total["played_steps"] == 6 and total["stopped_steps"] == 4  # junk, search (reset), junk, junk
+    assert total["stopped"] == pytest.approx(total["played"]) == pytest.approx(-0.5)
+    assert total["stopped_info"]["stopped"] == "2 malformed turns in a row" and "stopped" not in total["played_info"]
+    assert total["stopped_info"]["invalid_turns"] == 3 and total["stopped_info"]["em"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="env.max_invalid_streak=0"):
+        QAConfig(max_invalid_streak=0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
