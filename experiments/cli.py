@@ -8,6 +8,7 @@
     mem1 serve retriever --corpus FILE.jsonl   the Search-R1 retrieval API on 127.0.0.1
     mem1 data build [--out DIR]                write the generated world and task sets
     mem1 model prepare [NAME]                  convert / cache a model (the default: SmolLM2)
+    mem1 registry register|alias|list          the MLflow model registry (models:/NAME@ALIAS in configs)
 
 Imports are lazy so `mem1 --help` answers at once.
 """
@@ -78,6 +79,28 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace) -> int:
+    from . import registry, tracking
+
+    uri = tracking.tracking_uri(args.tracking_uri, args.output_dir)
+    try:
+        if args.action == "register":
+            done = [registry.register(args.source, args.name, uri, alias=args.alias)]
+        elif args.action == "alias":
+            done = [registry.set_alias(args.name, args.version, args.alias, uri)]
+        else:
+            done = registry.list_versions(uri, args.name)
+            if not done:
+                print(f"no registered models in {uri}" + (f" named {args.name!r}" if args.name else ""))
+    except registry.RegistryError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    for v in done:
+        aliases = " ".join(f"@{a}" for a in v.aliases)
+        print(f"models:/{v.name}/{v.version}  {aliases:<16} run {v.run_id}  from {v.source}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mem1", description="Train and evaluate constant-memory LLM agents (MEM1).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the logs of vLLM and torch that are hidden otherwise")
@@ -127,6 +150,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["prepare"])
     p.add_argument("name", nargs="?", default="smollm2-135m-instruct")
     p.set_defaults(func=_model)
+
+    p = sub.add_parser("registry", help="the MLflow model registry: register a run's policy, alias a version, list versions")
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--tracking-uri", default=None, help="the MLflow store (default: MLFLOW_TRACKING_URI, else <output-dir>/mlflow.db)")
+    store.add_argument("--output-dir", default="runs", help="the runs folder whose mlflow.db is the default store (default: runs)")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("register", parents=[store], help="register a run folder's (or a model folder's) policy as a new version")
+    q.add_argument("source", help="runs/<name>-<time> of mem1 train or mem1 sft, or a Hugging Face model folder")
+    q.add_argument("--name", required=True, help="the registered model's name")
+    q.add_argument("--alias", default=None, help="also point this alias (e.g. champion) at the new version")
+    q = actions.add_parser("alias", parents=[store], help="point an alias at a version: mem1 registry alias NAME VERSION champion")
+    q.add_argument("name")
+    q.add_argument("version", type=int)
+    q.add_argument("alias")
+    q = actions.add_parser("list", parents=[store], help="registered versions and their aliases")
+    q.add_argument("name", nargs="?", default=None)
+    p.set_defaults(func=_registry)
     return parser
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from envs.data.world import resolve_size
 from envs.qa import QAConfig
@@ -93,6 +93,7 @@ class QAEnvSection(Section):
     format_penalty: float = Field(0.1, ge=0.0, description="Reward subtracted per malformed turn.")
     state_credit: float = Field(0.0, ge=0.0, le=1.0, description="Share of format_penalty forgiven when a malformed turn still wrote a closed <think> state (reward shaping for small models; 0 = off).")
     require_state: bool = Field(True, description="A turn without <think>...</think> before its action is malformed.")
+    max_invalid_streak: int | None = Field(None, ge=1, description="End the episode after this many malformed turns in a row, charging the skipped turns as malformed (the reward equals playing the budget out); None plays every turn. Saves the rest of the budget of a model that has lost the protocol (e.g. the untrained base row of an evaluation).")
     few_shot: bool = Field(True, description="Show a worked two-question episode before the task (small models need it to follow the protocol).")
 
     def qa_config(self, num_objectives: int) -> QAConfig:
@@ -238,6 +239,15 @@ class AlgorithmSection(Section):
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(1.0, ge=0, le=1)
     whiten_advantages: bool = Field(False, description="PPO: normalise GAE advantages over the batch.")
+
+    @model_validator(mode="after")
+    def _kl_where_it_acts(self) -> "AlgorithmSection":
+        # GRPO's advantages are the group-normalised episode returns, computed before any
+        # per-token reward exists: a KL penalty in the rewards would never reach the loss.
+        if self.name == "grpo" and self.kl_mode == "reward" and self.kl_coef > 0:
+            raise ValueError("kl_mode='reward' with name='grpo': GRPO's advantages are group-normalised returns, so a "
+                             "per-token reward penalty would be dropped; use kl_mode: loss (or name: ppo)")
+        return self
 
 
 class TrainingSection(Section):

@@ -30,7 +30,7 @@ from policies.memory import make_memory_policy
 from policies.models import kv_bytes_per_token, load_tokenizer, model_info, resolve_model
 from policies.records import Episode
 
-from . import report, tracking
+from . import registry, report, tracking
 from .components import build_sampler, sampling_params
 from .domains import Domain, make_domain
 from .config import EvalConfig, flat_params
@@ -53,6 +53,7 @@ def evaluate(config: EvalConfig, *, sampler=None, domain: Domain | None = None, 
     """Run the evaluation of `config`. A ready `sampler` and an open `domain` may be passed
     in (training evaluates its own policy this way); otherwise they are built from the config."""
     t_start = time.perf_counter()
+    config = registry.resolve_config(config)
     run_dir = Path(config.output_dir) / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     tracking.quiet()
@@ -167,7 +168,7 @@ def _yaml(config: EvalConfig) -> str:
 
 def _log_mlflow(config: EvalConfig, run_dir: Path, rows, stats: RolloutStats, files: dict[str, Path], wall: float):
     exp_id = tracking.setup(config.tracking.tracking_uri, config.output_dir, config.tracking.experiment)
-    uri = config.tracking.tracking_uri or tracking.default_tracking_uri(config.output_dir)
+    uri = tracking.tracking_uri(config.tracking.tracking_uri, config.output_dir)
     params = {**flat_params(config), "model.path": resolve_model(config.model.name)}
     with tracking.run(exp_id, config.tracking.run_name or run_dir.name, params=params, tags={"kind": "eval", "run_dir": str(run_dir.resolve())}) as parent:
         tracking.log_metrics({"perf/wall_s": wall, "perf/tokens_per_s": stats.tokens_per_s, "perf/generated_tokens": stats.generated_tokens})

@@ -35,7 +35,7 @@ from policies.models import load_tokenizer
 from policies.packer import pack_group, pad_columns
 from policies.records import Episode
 
-from . import tracking
+from . import registry, tracking
 from .components import sampling_params
 from .config import ConfigError, TrainConfig, flat_params
 from .domains import make_domain
@@ -52,7 +52,7 @@ def sft(config: TrainConfig, *, quiet: bool = False) -> TrainResult:
 
     if config.algorithm.name != "sft":
         raise ConfigError(f"mem1 sft needs algorithm.name: sft (got {config.algorithm.name!r}); RL runs with `mem1 train`")
-    config = config.starting_weights()
+    config = registry.resolve_config(config).starting_weights()
     tracking.quiet()
     run_dir = new_run_dir(config)
     tokenizer = load_tokenizer(config.model.name)

@@ -27,13 +27,24 @@ def default_tracking_uri(output_dir: str | Path) -> str:
     return f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
-def setup(tracking_uri: str | None, output_dir: str | Path, experiment: str) -> str:
+# The user's MLFLOW_TRACKING_URI, read once at import: `mlflow.set_tracking_uri` writes that
+# variable itself (for subprocesses), so reading it later would return our own last store.
+_ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def tracking_uri(configured: str | None, output_dir: str | Path) -> str:
+    """The store a run logs to: `tracking.tracking_uri`, else the MLFLOW_TRACKING_URI the
+    process started with (a cluster job's MLflow server), else `<output_dir>/mlflow.db`."""
+    return configured or _ENV_TRACKING_URI or default_tracking_uri(output_dir)
+
+
+def setup(configured: str | None, output_dir: str | Path, experiment: str) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns its id."""
     import mlflow
 
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri or default_tracking_uri(output_dir)
+    uri = tracking_uri(configured, output_dir)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:

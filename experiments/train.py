@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tracking
+from . import registry, tracking
 from .config import ConfigError, TrainConfig, flat_params
 from .domains import make_domain
 
@@ -44,7 +44,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
 
     if config.algorithm.name == "sft":
         raise ConfigError("algorithm.name=sft is supervised fine-tuning on traces: run `mem1 sft CONFIG`")
-    config = config.starting_weights()
+    config = registry.resolve_config(config).starting_weights()
     tracking.quiet()
     run_dir, state = _run_dir(config, resume)
     exp_id = tracking.setup(config.tracking.tracking_uri, config.output_dir, config.tracking.experiment)
@@ -88,7 +88,10 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
                         _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
                 model_dir = export_policy(algo.learner_group, config, run_dir / "model") if config.training.export_model else None
                 if model_dir is not None and config.training.log_model:
-                    _log_mlflow_model(model_dir, config)
+                    model_uri = registry.log_policy(model_dir)
+                    if config.training.registered_model_name:
+                        uri = tracking.tracking_uri(config.tracking.tracking_uri, config.output_dir)
+                        registry.register_logged(model_uri, config.training.registered_model_name, run_dir, uri)
                 tracking.log_artifacts([run_dir / "metrics.jsonl"])
         return TrainResult(run_dir, algo.training_iteration, state["mlflow_run_id"], model_dir, history)
     finally:
@@ -189,21 +192,3 @@ def export_policy(learner_group, config: TrainConfig, out: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
-
-
-def _log_mlflow_model(model_dir: Path, config: TrainConfig) -> None:
-    """Log (and optionally register) the trained policy as an MLflow transformers model."""
-    import os
-
-    import mlflow
-
-    from policies.models import load_model, load_tokenizer
-
-    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-    # A path fails in mlflow 3.17 with transformers 5 (TRACKING.md): pass the objects.
-    components = {"model": load_model(str(model_dir)), "tokenizer": load_tokenizer(str(model_dir))}
-    mlflow.transformers.log_model(
-        components, name="policy", task="text-generation",
-        registered_model_name=config.training.registered_model_name,
-        pip_requirements=["torch", "transformers"],  # the defaults add torchvision, which breaks (TRACKING.md)
-    )

@@ -39,33 +39,31 @@ from .rl_module import ENTROPY, LOGP, VALUES
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "objective": "grpo",  # policies/losses.py OBJECTIVES: "grpo", "ppo" (GAE, value head) or "sft" (NLL on traces)
-    "clip_low": 0.2,
-    "clip_high": 0.2,
-    "kl_coef": 0.0,
-    "kl_estimator": "k3",
-    "kl_mode": "loss",  # "loss" (a loss term) or "reward" (a per-token penalty in the rewards, PPO)
-    "entropy_coef": 0.0,
-    "vf_coef": 0.5,
-    "vf_clip": 0.2,
-    "gamma": 1.0,
-    "lam": 1.0,
-    "whiten_advantages": False,  # GAE advantages normalised over the batch
-    "epochs": 1,
-    "minibatches": 1,
-    "micro_batch_size": 4,  # episodes per forward/backward
-    "seed": 0,
-}
+# The learner's settings. Their values come from the run's config (experiments/config.py,
+# AlgorithmSection) and nowhere else: every one must be given, so there is no second set of
+# defaults to disagree with the config's.
+SETTINGS = frozenset({
+    "objective",  # policies/losses.py OBJECTIVES: "grpo", "ppo" (GAE, value head) or "sft" (NLL on traces)
+    "clip_low", "clip_high",
+    "kl_coef", "kl_estimator",
+    "kl_mode",  # "loss" (a loss term) or "reward" (a per-token penalty in the rewards, PPO)
+    "entropy_coef", "vf_coef", "vf_clip", "gamma", "lam",
+    "whiten_advantages",  # GAE advantages normalised over the batch
+    "epochs", "minibatches",
+    "micro_batch_size",  # rows per forward/backward
+    "seed",
+})
 
 
 class Mem1Learner(TorchLearner):
     @override(TorchLearner)
     def build(self) -> None:
-        unknown = set(self.config.learner_config_dict) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown learner settings {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
-        self.settings = {**DEFAULTS, **self.config.learner_config_dict}
+        given = set(self.config.learner_config_dict)
+        if unknown := given - SETTINGS:
+            raise ValueError(f"unknown learner settings {sorted(unknown)}; allowed: {sorted(SETTINGS)}")
+        if missing := SETTINGS - given:
+            raise ValueError(f"learner settings {sorted(missing)} missing from learner_config_dict (experiments/algorithm.py passes them all)")
+        self.settings = dict(self.config.learner_config_dict)
         for key, registry in (("objective", OBJECTIVES), ("kl_estimator", KL_ESTIMATORS)):
             if self.settings[key] not in registry:
                 raise ValueError(f"algorithm.{key}={self.settings[key]!r}: allowed {sorted(registry)}")
@@ -209,7 +207,7 @@ class Mem1Learner(TorchLearner):
 
         rewards = cols[C.TOKEN_REWARDS].float() if C.TOKEN_REWARDS in cols else None
         if rewards is not None and ref_logp is not None and s["kl_mode"] == "reward":
-            rewards = rewards - s["kl_coef"] * KL_ESTIMATORS["k1"](old_logp, ref_logp) * loss_mask
+            rewards = rewards - s["kl_coef"] * KL_ESTIMATORS[s["kl_estimator"]](old_logp, ref_logp) * loss_mask
         extra.update(self.objective.advantages(AdvantageInputs(
             loss_mask=loss_mask, driver_advantages=cols.get(C.ADVANTAGES), token_rewards=rewards, old_values=old_values,
             gamma=s["gamma"], lam=s["lam"], whiten=s["whiten_advantages"],

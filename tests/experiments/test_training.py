@@ -176,3 +176,14 @@ def test_one_iteration_of_mem1_on_two_objective_qa(tiny_model_dir, tmp_path):
     assert "loss/kl_ref" in m and np.isfinite(m["loss/policy"])
     assert 0.0 <= m["rollout/groups_with_signal"] <= 1.0
     assert m["rollout/logp_mismatch"] < 1e-3  # sampler and learner agree (same weights, fp32)
+
+
+def test_grpo_with_the_kl_in_the_reward_is_rejected_naming_the_fields(char_model_dir, tmp_path):
+    """GRPO's advantages are group-normalised returns: a per-token KL penalty in the rewards
+    would silently vanish, so the config refuses it (PPO takes it, GRPO takes a loss term)."""
+    from experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"kl_mode='reward' with name='grpo'"):
+        toy_config(char_model_dir, tmp_path, **{"algorithm.kl_mode": "reward", "algorithm.kl_coef": 0.01})
+    assert toy_config(char_model_dir, tmp_path, **{"algorithm.kl_mode": "reward", "algorithm.name": "ppo", "algorithm.kl_coef": 0.01})
+    assert toy_config(char_model_dir, tmp_path, **{"algorithm.kl_mode": "reward", "algorithm.kl_coef": 0.0})  # no KL: nothing lost
