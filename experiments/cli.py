@@ -5,6 +5,8 @@
     mem1 eval CONFIG [-o key=value ...]        compare memory policies (MLflow, plots, table)
     mem1 sft CONFIG [-o ...]                   supervised fine-tuning on expert or teacher traces
     mem1 train CONFIG [--resume] [-o ...]      RL training on RLlib's new API stack
+    mem1 tune CONFIG [--resume] [--address A]  a Ray Tune + Optuna sweep over the config's sweep.space
+    mem1 compare [EXPERIMENT ...] [-o F.html]  one HTML report comparing the store's runs (logged to MLflow)
     mem1 serve retriever --corpus FILE.jsonl   the Search-R1 retrieval API on 127.0.0.1
     mem1 data build [--out DIR]                write the generated world and task sets
     mem1 model prepare [NAME]                  convert / cache a model (the default: SmolLM2)
@@ -52,6 +54,30 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, TrainConfig, args.override)
     train(config, resume=args.resume)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from tune.sweep import sweep
+
+    sweep(args.config, args.override, resume=args.resume, address=args.address)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from . import compare, tracking
+
+    uri = tracking.tracking_uri(args.tracking_uri, args.output_dir)
+    try:
+        done = compare.compare(uri, args.experiments or None, args.out or os.path.join(args.output_dir, "compare.html"))
+    except compare.CompareError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    c = done.comparison
+    print(f"{len(c.rows)} rows, {len(c.curves)} training runs, {len(c.sweeps)} sweeps from {', '.join(c.experiments) or 'no experiments'}")
+    print(f"report: {done.path.resolve().as_uri()}")
+    if done.mlflow_run_id:
+        print(f"MLflow: run {done.mlflow_run_id} (kind=compare) in {uri}")
     return 0
 
 
@@ -106,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the logs of vLLM and torch that are hidden otherwise")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--tracking-uri", default=None, help="the MLflow store (default: MLFLOW_TRACKING_URI, else <output-dir>/mlflow.db)")
+    store.add_argument("--output-dir", default="runs", help="the runs folder whose mlflow.db is the default store (default: runs)")
+
     p = sub.add_parser("main", help="the main job: SFT warm start, GRPO from it, then evaluate base vs SFT vs SFT+GRPO and mem1 vs full context")
     configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
     p.add_argument("--sft", default=os.path.join(configs, "sft_qa.yaml"), metavar="CONFIG", help="default: experiments/configs/sft_qa.yaml")
@@ -132,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("tune", help="sweep a training config with Ray Tune and Optuna (its sweep: section); one MLflow parent run, a child per trial")
+    p.add_argument("config")
+    p.add_argument("--resume", action="store_true", help="restore the newest sweep of this config: finished trials are kept, unfinished ones run again")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto, or ray://head:10001); default: a local one")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. -o sweep.num_samples=8")
+    p.set_defaults(func=_tune)
+
+    p = sub.add_parser("compare", parents=[store], help="one HTML report comparing the runs of the MLflow store (tables, plots), logged to MLflow")
+    p.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="experiment names (default: all in the store)")
+    p.add_argument("-o", "--out", default=None, help="the HTML file (default: <output-dir>/compare.html)")
+    p.set_defaults(func=_compare)
+
     p = sub.add_parser("serve", help="run a service: retriever (mem1 serve retriever --corpus FILE.jsonl [--index bm25|dense|hybrid] [--host H] [--port P])")
     p.add_argument("service", choices=["retriever"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the service's options (mem1 serve retriever --help)")
@@ -152,9 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_model)
 
     p = sub.add_parser("registry", help="the MLflow model registry: register a run's policy, alias a version, list versions")
-    store = argparse.ArgumentParser(add_help=False)
-    store.add_argument("--tracking-uri", default=None, help="the MLflow store (default: MLFLOW_TRACKING_URI, else <output-dir>/mlflow.db)")
-    store.add_argument("--output-dir", default="runs", help="the runs folder whose mlflow.db is the default store (default: runs)")
     actions = p.add_subparsers(dest="action", required=True)
     q = actions.add_parser("register", parents=[store], help="register a run folder's (or a model folder's) policy as a new version")
     q.add_argument("source", help="runs/<name>-<time> of mem1 train or mem1 sft, or a Hugging Face model folder")

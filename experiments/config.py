@@ -167,9 +167,10 @@ EnvSections = object()  # marker for the env union in error reporting
 
 
 class TrackingSection(Section):
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; None: a SQLite store in the output directory.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; None: MLFLOW_TRACKING_URI, else a SQLite store in the output directory.")
     experiment: str = "mem1"
     run_name: str | None = None
+    parent_run_id: str | None = Field(None, description="Log the run as a child of this MLflow run (a sweep sets it for its trials).")
 
 
 class CompareModel(Section):
@@ -250,9 +251,40 @@ class AlgorithmSection(Section):
         return self
 
 
+class MemorySection(Section):
+    """The memory policy rollouts are played (and trained) under (policies/memory.py), typed so
+    a sweep can search `memory.budget`. The string form (`memory: mem1,budget=512`,
+    `memory: window(k=2)`) reads as the same section."""
+
+    policy: str = Field("mem1", description="mem1 (the latest internal state only), full_context (everything), window (the last k turns).")
+    budget: int | None = Field(None, ge=1, description="Cap, in tokens, on the internal state carried from each past turn; None: no cap.")
+    k: int | None = Field(None, ge=1, description="window: the past turns kept (default 2); other policies take none.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            built = make_memory_policy(data)  # raises naming the allowed policies
+            return {"policy": built.name, "budget": built.budget, **({"k": built.k} if hasattr(built, "k") else {})}
+        return data
+
+    @model_validator(mode="after")
+    def _builds(self) -> "MemorySection":
+        self.build()  # an unknown policy or an argument it does not take fails here, at load time
+        return self
+
+    def build(self):
+        """The policies/memory.py object."""
+        return make_memory_policy({"name": self.policy, **{k: v for k in ("budget", "k") if (v := getattr(self, k)) is not None}})
+
+    @property
+    def spec(self) -> str:
+        """The canonical string form: mem1, mem1,budget=512, window(k=2) (MLflow tags, row labels)."""
+        return self.build().spec
+
+
 class TrainingSection(Section):
     iterations: int = Field(10, ge=1)
-    memory_policy: str = Field("mem1", description="The memory policy rollouts are played (and trained) under.")
     checkpoint_every: int = Field(5, ge=1, description="RLlib checkpoint every k iterations (and always on exit).")
     keep_checkpoints: int = Field(2, ge=1)
     num_env_runners: int = Field(0, ge=0, description="0: sample in the driver; k: k Ray actors.")
@@ -268,12 +300,6 @@ class TrainingSection(Section):
     export_model: bool = Field(True, description="Write the trained policy as a Hugging Face folder at the end.")
     log_model: bool = Field(False, description="Also log it as an MLflow model (copies the weights into the store).")
     registered_model_name: str | None = Field(None, description="Register the logged model under this name in the MLflow registry.")
-
-    @field_validator("memory_policy")
-    @classmethod
-    def _policy(cls, v: str) -> str:
-        make_memory_policy(v)
-        return v
 
 
 class SFTSection(Section):
@@ -294,6 +320,78 @@ class SFTSection(Section):
         return dict(sorted(v.items()))
 
 
+class SearchDimension(Section):
+    """One dimension of a sweep's search space: exactly one of these keys."""
+
+    choice: list[Any] | None = Field(None, min_length=1, description="One of these values (any YAML value, lists too).")
+    grid: list[Any] | None = Field(None, min_length=1, description="Every one of these values (searcher: random; each grid point runs num_samples times).")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high]: a float drawn uniformly.")
+    loguniform: tuple[float, float] | None = Field(None, description="[low, high], low > 0: a float drawn uniformly in log space (learning rates).")
+    randint: tuple[int, int] | None = Field(None, description="[low, high]: an integer, both ends included.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SearchDimension":
+        given = [k for k in ("choice", "grid", "uniform", "loguniform", "randint") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of choice, grid, uniform, loguniform, randint (got {given or 'none'})")
+        if given[0] in ("uniform", "loguniform", "randint") and not self.values[0] < self.values[1]:
+            raise ValueError(f"{given[0]} [low, high] needs low < high, got {list(self.values)}")
+        if given[0] == "loguniform" and self.values[0] <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.values[0]}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("choice", "grid", "uniform", "loguniform", "randint") if getattr(self, k) is not None)
+
+    @property
+    def values(self) -> Any:
+        return getattr(self, self.kind)
+
+    def corners(self) -> list[Any]:
+        """The values that bound this dimension: every choice, or both ends of a range."""
+        return list(self.values)
+
+
+class SweepSection(Section):
+    """A Ray Tune sweep over this config (`mem1 tune CONFIG`, tune/sweep.py); `mem1 train` ignores it."""
+
+    space: dict[str, SearchDimension] = Field(default_factory=dict, description="Dotted config path -> its values, e.g. algorithm.lr: {loguniform: [1.0e-5, 1.0e-3]}.")
+    metric: Union[str, list[str]] = Field("rollout/reward", description="The metric to optimise (any `mem1 train` iteration metric, last reported value); a list makes the search multi-objective (Optuna's Pareto front).")
+    mode: Union[Literal["max", "min"], list[Literal["max", "min"]]] = Field("max", description="max or min, one per metric.")
+    num_samples: int = Field(4, ge=1, description="Trials (with grid dimensions: trials per grid point).")
+    max_concurrent: int = Field(1, ge=1, description="Trials running at once.")
+    searcher: Literal["optuna", "random"] = Field("optuna", description="optuna: TPE (seeded); random: Tune's random/grid variants.")
+    seed: int = Field(0, description="Seed of the searcher.")
+    asha: bool = Field(False, description="Stop weak trials early with ASHA (single metric only).")
+    asha_grace_period: int = Field(1, ge=1, description="ASHA: iterations every trial gets.")
+    asha_max_iterations: int = Field(100, ge=1, description="ASHA: the most iterations a trial can run.")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves per trial (add the env runners' CPUs when training.num_env_runners > 0).")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs (or a fraction) Ray reserves per trial.")
+    register_best: str | None = Field(None, description="Register the best trial's policy in the MLflow registry under this name, alias 'best' (needs training.export_model).")
+
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
+
+    @property
+    def modes(self) -> list[str]:
+        return [self.mode] if isinstance(self.mode, str) else list(self.mode)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SweepSection":
+        if len(self.metrics) != len(self.modes):
+            raise ValueError(f"metric and mode need one entry each: {self.metrics} vs {self.modes}")
+        if self.asha and len(self.metrics) > 1:
+            raise ValueError("asha stops trials by one metric; a multi-objective sweep cannot use it")
+        if self.register_best and len(self.metrics) > 1:
+            raise ValueError("register_best picks one trial by one metric; a multi-objective sweep has a Pareto front instead")
+        grids = [k for k, d in self.space.items() if d.kind == "grid"]
+        if grids and self.searcher == "optuna":
+            raise ValueError(f"space {grids}: grid dimensions need searcher: random (Optuna samples, it does not enumerate)")
+        return self
+
+
 class TrainConfig(Section):
     name: str = "train"
     output_dir: Path = Path("runs")
@@ -304,9 +402,11 @@ class TrainConfig(Section):
     data: DataSection = DataSection(split="train", n_values=[2], tasks_per_n=256)
     env: EnvSection = QAEnvSection()
     algorithm: AlgorithmSection = AlgorithmSection()
+    memory: MemorySection = MemorySection()
     training: TrainingSection = TrainingSection()
     sft: SFTSection = SFTSection()
     tracking: TrackingSection = TrackingSection(experiment="mem1-train")
+    sweep: SweepSection = SweepSection()
 
     def starting_weights(self) -> "TrainConfig":
         """This config with `training.init_from` as the model the learner and samplers load."""
@@ -323,14 +423,7 @@ def load_config(path: str | Path, cls: type[Section] = EvalConfig, overrides: li
     """Load and validate a YAML config. `overrides` are dotted `key=value` pairs
     (`sampler.temperature=0.7`), parsed as YAML scalars."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    data = _read_yaml(path)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -341,6 +434,33 @@ def load_config(path: str | Path, cls: type[Section] = EvalConfig, overrides: li
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
     return validate(data, cls, source=str(path))
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping; a top-level `base: other.yaml` (relative to the file) is read
+    first and this file's sections are merged over it, key by key."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}" + (f" (the base of {seen[-1]})" if seen else "")) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: base {base} includes itself")
+    return _merge(_read_yaml(base_path, (*seen, path.resolve())), data)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def validate(data: dict[str, Any], cls: type[Section], source: str = "config") -> Any:
@@ -391,5 +511,6 @@ def flat_params(config: BaseModel) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", config.model_dump(mode="json"))
+    # a sweep's space is the sweep's parent run's param, not each trial's
+    walk("", config.model_dump(mode="json", exclude={"sweep"} if "sweep" in type(config).model_fields else None))
     return out

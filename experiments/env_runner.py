@@ -29,7 +29,6 @@ from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
 from policies.chat import ChatFormat
-from policies.memory import make_memory_policy
 from policies.models import load_tokenizer
 from policies.packer import pack_episode, pack_group
 
@@ -57,7 +56,7 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
         self.tasks = self.domain.tasks(tc.data.split)
         self.sampler = build_sampler(tc.model, tc.sampler, self.tokenizer, seed=tc.seed + (self.worker_index or 0))
         self.params = sampling_params(tc.sampler)
-        self.memory = make_memory_policy(tc.training.memory_policy)
+        self.memory = tc.memory.build()
         self.num_runners = max(1, settings.get("num_runners", 1))
         self._weights_seq_no = 0
 

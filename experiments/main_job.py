@@ -9,6 +9,8 @@
    weights (rows mem1, mem1@sft, mem1@sft-grpo), and full_context and window(k=2) with the
    SFT weights, at several N; one table, the accuracy and memory plots, and the learning
    curve of the GRPO iterations (learning_curve.png) next to them.
+4. `mem1 compare` of the job's own runs (the evaluation and the GRPO run): compare.html next
+   to the evaluation's outputs, logged to MLflow (seconds: it reads the store, draws 4 plots).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import compare, tracking
 from .config import CompareModel, EvalConfig, TrainConfig, load_config
 from .evaluate import EvalResult, evaluate
 from .report import plot_learning_curve
@@ -49,6 +52,7 @@ class MainResult:
     train: TrainResult
     eval: EvalResult
     learning_curve: Path
+    compare_report: Path
 
 
 def main_job(sft_config: TrainConfig, train_config: TrainConfig, eval_config: EvalConfig, *, quiet: bool = False, sft_cache: Path | None = None) -> MainResult:
@@ -59,7 +63,7 @@ def main_job(sft_config: TrainConfig, train_config: TrainConfig, eval_config: Ev
     if len(set(names.values())) > 1:
         raise ValueError(f"model.name differs between the configs {names}; the comparison needs one base model")
     sft_model, reused = cached_sft(sft_config, quiet=quiet, root=sft_cache)
-    policy = train_config.training.memory_policy
+    policy = train_config.memory.spec
     trained = train(train_config.model_copy(update={"training": train_config.training.model_copy(update={"init_from": str(sft_model)})}), quiet=quiet)
     eval_config = eval_config.model_copy(update={
         "policies": [policy],  # the base model: only the policy it is compared on
@@ -71,15 +75,23 @@ def main_job(sft_config: TrainConfig, train_config: TrainConfig, eval_config: Ev
     })
     result = evaluate(eval_config, quiet=quiet)
     curve = plot_learning_curve(trained.history, result.run_dir / "learning_curve.png", f"GRPO from the SFT warm start ({policy})")
+    # the report of this job's runs only: the evaluation (and its children) and, when it logged
+    # to the same store, the GRPO run; the kind=compare run goes into the evaluation's experiment
+    experiments, run_ids = [eval_config.tracking.experiment], [result.mlflow_run_id]
+    if tracking.tracking_uri(train_config.tracking.tracking_uri, train_config.output_dir) == result.tracking_uri:
+        experiments.append(train_config.tracking.experiment)
+        run_ids.append(trained.mlflow_run_id)
+    page = compare.compare(result.tracking_uri, experiments, result.run_dir / "compare.html", run_ids=run_ids).path
     if not quiet:
         print(comparison_table(result.rows, policy))
         print(f"SFT warm start: {sft_model}{' (cached)' if reused else ''}")
         print(f"GRPO for {trained.iterations} iterations: {trained.run_dir} (policy: {trained.model_dir})")
         print(f"learning curve: {curve}")
+        print(f"comparison report: {page}  (mem1 compare: every run of the store)")
         if trained.history and any(h.get("rollout/groups_with_signal", 1.0) == 0.0 for h in trained.history):
             quiet_its = [h["iteration"] for h in trained.history if h.get("rollout/groups_with_signal", 1.0) == 0.0]
             print(f"note: iterations {quiet_its} had no GRPO group with a reward spread (signal 0): no gradient reached the policy there")
-    return MainResult(sft_model, reused, trained, result, curve)
+    return MainResult(sft_model, reused, trained, result, curve, page)
 
 
 def comparison_table(rows: list[dict], policy: str) -> str:

@@ -30,7 +30,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policies.chat import ChatFormat
-from policies.memory import make_memory_policy
 from policies.models import load_tokenizer
 from policies.packer import pack_group, pad_columns
 from policies.records import Episode
@@ -57,7 +56,7 @@ def sft(config: TrainConfig, *, quiet: bool = False) -> TrainResult:
     run_dir = new_run_dir(config)
     tokenizer = load_tokenizer(config.model.name)
     chat = ChatFormat(tokenizer, config.model.chat_mode, config.model.system_prompt)
-    memory = make_memory_policy(config.training.memory_policy)
+    memory = config.memory.build()
     train_eps, heldout_eps = load_sft_traces(config, chat, memory, quiet=quiet)
     write_traces(train_eps, run_dir / "traces.jsonl")
     rows_of = config.algorithm.micro_batch_size

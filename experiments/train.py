@@ -20,6 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import registry, tracking
 from .config import ConfigError, TrainConfig, flat_params
@@ -37,7 +38,10 @@ class TrainResult:
     history: list[dict]
 
 
-def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> TrainResult:
+def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
+          on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `config`; `on_iteration(iteration, metrics)` runs after each iteration (a sweep
+    reports to Ray Tune there)."""
     import ray
 
     from .algorithm import build_algorithm_config, iteration_metrics
@@ -62,13 +66,13 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
                 algo.restore_from_path(checkpoint)
                 log.info("resumed from %s at iteration %d", checkpoint, algo.training_iteration)
             with tracking.run(
-                exp_id, config.tracking.run_name or run_dir.name, run_id=state.get("mlflow_run_id"),
-                params=flat_params(config), tags={"kind": "train", "memory_policy": config.training.memory_policy, "run_dir": str(run_dir.resolve())},
+                exp_id, config.tracking.run_name or run_dir.name, run_id=state.get("mlflow_run_id"), parent_run_id=config.tracking.parent_run_id,
+                params=flat_params(config), tags={"kind": "train", "memory_policy": config.memory.spec, "run_dir": str(run_dir.resolve())},
             ) as run:
                 state["mlflow_run_id"] = run.info.run_id
                 _save_state(run_dir, state)
                 if not quiet:
-                    print(f"training {config.training.memory_policy} with {config.algorithm.name} for {config.training.iterations} iterations; outputs in {run_dir}")
+                    print(f"training {config.memory.spec} with {config.algorithm.name} for {config.training.iterations} iterations; outputs in {run_dir}")
                 try:
                     while algo.training_iteration < config.training.iterations:
                         t0 = time.perf_counter()
@@ -81,6 +85,8 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
                             f.write(json.dumps({"iteration": it, **metrics}) + "\n")
                         if not quiet:
                             print(progress_line(it, config.training.iterations, metrics), flush=True)
+                        if on_iteration is not None:
+                            on_iteration(it, metrics)
                         if it % config.training.checkpoint_every == 0:
                             _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
                 finally:  # also on Ctrl-C or a crash: nothing learned is lost

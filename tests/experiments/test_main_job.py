@@ -49,6 +49,7 @@ def test_main_job_sft_then_grpo_then_compares_base_sft_and_rl(tiny_model_dir, tm
     assert not result.sft_reused and (result.sft_model / "config.json").exists()
     assert result.train.iterations == 1 and (result.train.model_dir / "config.json").exists()
     assert result.learning_curve.exists() and result.learning_curve.parent == result.eval.run_dir
+    assert result.compare_report == result.eval.run_dir / "compare.html" and result.compare_report.exists()
     labels = {(r["policy"], r["n"]) for r in result.eval.rows}
     expected = {"mem1", "mem1@sft", "full_context@sft", "mem1@sft-grpo"}
     assert labels == {(p, n) for p in expected for n in (1, 2)}

@@ -187,3 +187,20 @@ def test_grpo_with_the_kl_in_the_reward_is_rejected_naming_the_fields(char_model
         toy_config(char_model_dir, tmp_path, **{"algorithm.kl_mode": "reward", "algorithm.kl_coef": 0.01})
     assert toy_config(char_model_dir, tmp_path, **{"algorithm.kl_mode": "reward", "algorithm.name": "ppo", "algorithm.kl_coef": 0.01})
     assert toy_config(char_model_dir, tmp_path, **{"algorithm.kl_mode": "reward", "algorithm.kl_coef": 0.0})  # no KL: nothing lost
+
+
+def test_memory_section_reads_the_string_form_and_names_bad_entries():
+    """`memory:` is typed (a sweep searches memory.budget); `mem1,budget=512` is the same section."""
+    from experiments.config import ConfigError
+
+    as_string = validate({"memory": "mem1,budget=512"}, TrainConfig)
+    as_section = validate({"memory": {"policy": "mem1", "budget": 512}}, TrainConfig)
+    assert as_string.memory == as_section.memory and as_section.memory.spec == "mem1,budget=512"
+    assert validate({"memory": "window(k=3)"}, TrainConfig).memory.build().k == 3
+    assert validate({}, TrainConfig).memory.spec == "mem1"
+    with pytest.raises(ConfigError, match=r"memory.*unknown memory policy 'mem2'"):
+        validate({"memory": {"policy": "mem2"}}, TrainConfig)
+    with pytest.raises(ConfigError, match=r"memory.budget = 0.*greater than or equal to 1"):
+        validate({"memory": {"policy": "mem1", "budget": 0}}, TrainConfig)
+    with pytest.raises(ConfigError, match=r"memory.*mem1.*k"):  # mem1 keeps no window
+        validate({"memory": {"policy": "mem1", "k": 2}}, TrainConfig)
