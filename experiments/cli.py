@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="sweep a training config with Ray Tune and Optuna (its sweep: section); one MLflow parent run, a child per trial")
     p.add_argument("config")
     p.add_argument("--resume", action="store_true", help="restore the newest sweep of this config: finished trials are kept, unfinished ones run again")
-    p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto, or ray://head:10001); default: a local one")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (auto, or the head's HOST:PORT); default: a local one")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. -o sweep.num_samples=8")
     p.set_defaults(func=_tune)
 

@@ -7,7 +7,7 @@ It reads what the other commands log (tracking.py's run structure), through Mlfl
   perf/tokens_per_s, and a child per row label (tags memory_policy and model) whose metrics
   are logged with step = N; each (child, N) is one row of the table;
 - training runs (kind=train): metrics per iteration (step = iteration), drawn as learning curves;
-- sweeps (kind=sweep, `mem1 tune`): a parent with best/<metric> metrics and best.<key> tags,
+- sweeps (kind=sweep, `mem1 tune`): a parent with best/<metric> metrics, best.<key> tags and best.run_id,
   its trials the training runs whose mlflow.parentRunId is the sweep.
 
 The page (tables, and plots as base64 PNGs: no external CSS, JS or files) goes to
@@ -216,9 +216,9 @@ def _sweep(run, trials, experiment: str) -> Sweep:
     modes = [m for m in params.get("sweep.mode", "").split(",") if m]
     best = {k[len("best/"):]: v for k, v in metrics.items() if k.startswith("best/")}
     shown = [m for m in dict.fromkeys([*objective, *SWEEP_METRICS]) if m in best] if objective else sorted(best)
-    values = {k[len("best."):]: v for k, v in sorted(tags.items()) if k.startswith("best.")}
-    # the trial whose params are the best values (a trial logs its config as flat params)
-    matches = [t.info.run_name for t in trials if values and all(t.data.params.get(k) == v for k, v in values.items())]
+    # tune/sweep.py tags the parent with the best trial's searched values (JSON) and its run id
+    values = {k[len("best."):]: v for k, v in sorted(tags.items()) if k.startswith("best.") and k not in ("best.run_id", "best.trial_id")}
+    matches = [t.info.run_name for t in trials if t.info.run_id == tags.get("best.run_id")]
     goals = [f"{m} ({mode})" for m, mode in zip(objective, modes)] if len(modes) == len(objective) else objective
     return Sweep(experiment, run.info.run_name, run.info.run_id, len(trials), goals, {m: best[m] for m in shown}, values,
                  ", ".join(matches) or None)

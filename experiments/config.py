@@ -366,8 +366,8 @@ class SweepSection(Section):
     asha: bool = Field(False, description="Stop weak trials early with ASHA (single metric only).")
     asha_grace_period: int = Field(1, ge=1, description="ASHA: iterations every trial gets.")
     asha_max_iterations: int = Field(100, ge=1, description="ASHA: the most iterations a trial can run.")
-    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves per trial (add the env runners' CPUs when training.num_env_runners > 0).")
-    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs (or a fraction) Ray reserves per trial.")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray reserves for a trial's driver (which also samples when training.num_env_runners is 0); env runners and learner get their own bundles from training.*.")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs (or a fraction) for a trial's driver; learner and env runner GPUs come from training.num_gpus_per_*.")
     register_best: str | None = Field(None, description="Register the best trial's policy in the MLflow registry under this name, alias 'best' (needs training.export_model).")
 
     @property

@@ -176,8 +176,19 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(char_model_dir
     (sweep_dir,) = (tmp_path / "runs").glob("toy-sweep-*")
     runs_before = {p.name for p in (sweep_dir / "trials").glob("toy-*")}
 
+    parent_before = json.loads((sweep_dir / "sweep_state.json").read_text())["mlflow_run_id"]
+    with pytest.raises(ConfigError, match=r"--resume: the config differs .* at algorithm.group_size"):
+        sweep(path, ["algorithm.group_size=2"], resume=True, quiet=True)  # refused before anything runs
+
     result = sweep(path, resume=True, quiet=True)
 
+    assert result.mlflow_run_id == parent_before  # the same parent run continues
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(tmp_path / 'runs').resolve() / 'mlflow.db'}")
+    children = client.search_runs([client.get_run(parent_before).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_before}'")
+    statuses = sorted(c.info.status for c in children)
+    assert "RUNNING" not in statuses and statuses.count("FINISHED") == 3  # the killed trials' runs end as KILLED
+    assert {t["mlflow_run_id"] for t in result.trials} <= {c.info.run_id for c in children if c.info.status == "FINISHED"}
     assert result.sweep_dir == sweep_dir and len(result.trials) == 3
     assert all(t["status"] == "TERMINATED" and t["iterations"] == 2 for t in result.trials)
     runs_after = {p.name for p in (sweep_dir / "trials").glob("toy-*")}
@@ -229,3 +240,17 @@ def test_a_sweep_on_a_two_node_cluster_places_trials_on_both_nodes(char_model_di
     finally:
         ray.shutdown()
     assert len(nodes) == 2 and {t["node_id"] for t in result.trials} == nodes
+
+
+def test_a_sweep_whose_trials_all_fail_is_an_error_naming_the_cause(tmp_path):
+    """A trial that raises is recorded as ERROR with its message; a sweep with no finished
+    trial is an error (the CLI exits 2), and sweep.json still holds what happened."""
+    from tune.sweep import SweepError
+
+    missing = tmp_path / "no-such-model"
+    path = write_config(tmp_path, str(missing), num_samples=1)
+    with pytest.raises(SweepError, match=r"no trial finished \(1 errored; first: .*no-such-model"):
+        sweep(path, quiet=True)
+    (sweep_dir,) = (tmp_path / "runs").glob("toy-sweep-*")
+    (trial,) = json.loads((sweep_dir / "sweep.json").read_text())["trials"]
+    assert trial["status"] == "ERROR" and "no-such-model" in trial["error"] and trial["iterations"] is None

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 _JSON = "json:"
 
 
+class SweepError(ConfigError):
+    """A sweep that ran but produced nothing to report (the CLI prints it, exit 2)."""
+
+
 @dataclass(frozen=True)
 class SweepResult:
     sweep_dir: Path
@@ -159,6 +163,46 @@ def _absolute(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _check_same_config(sweep_dir: Path, config: TrainConfig) -> None:
+    """--resume continues the sweep that was started: Tune restores its own search space and
+    trials, so a config that differs now (the file or the overrides) is refused, naming the keys."""
+    import yaml
+
+    from experiments.config import flat_params
+
+    saved_file = sweep_dir / "config.yaml"
+    if not saved_file.exists():
+        return  # killed before it was written: nothing ran yet
+    saved = flat_params(validate(yaml.safe_load(saved_file.read_text()), TrainConfig, source=str(saved_file)))
+    now = flat_params(config)
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    space_then, space_now = (json.dumps(yaml.safe_load(saved_file.read_text()).get("sweep", {}), sort_keys=True),
+                             json.dumps(config.sweep.model_dump(mode="json"), sort_keys=True))
+    if space_then != space_now:
+        differ.append("sweep")
+    if differ:
+        raise ConfigError(f"--resume: the config differs from the one {sweep_dir} was started with, at {', '.join(differ)}; "
+                          f"resume with the same config and overrides (they are in {saved_file}), or start a new sweep")
+
+
+def _trial_resources(config: TrainConfig):
+    """What Ray reserves for one trial: a placement group of RLlib's own bundles for the
+    trial's algorithm (its driver, then its env runners and learner, which RLlib places at
+    fixed bundle indices), the first one raised to sweep.cpus_per_trial / gpus_per_trial
+    (with no env runners the trial's driver samples too). From the base config: a space that
+    changes the number of env runners or learners would need a bundle list per trial."""
+    from ray import tune
+
+    from experiments.algorithm import build_algorithm_config
+
+    algo = build_algorithm_config(config)
+    request = algo.algo_class.default_resource_request(algo)
+    bundles = [dict(b) for b in request.bundles]
+    bundles[0]["CPU"] = max(bundles[0].get("CPU", 0.0), config.sweep.cpus_per_trial)
+    bundles[0]["GPU"] = bundles[0].get("GPU", 0.0) + config.sweep.gpus_per_trial
+    return tune.PlacementGroupFactory(bundles, strategy=request.strategy)
+
+
 def _sweep_dir(config: TrainConfig, resume: bool) -> Path:
     root = Path(config.output_dir).resolve()
     if resume:
@@ -166,8 +210,13 @@ def _sweep_dir(config: TrainConfig, resume: bool) -> Path:
         if not found:
             raise ConfigError(f"--resume: no earlier sweep of {config.name!r} under {root} (looked for {config.name}-sweep-*/sweep_state.json)")
         return found[-1]
-    path = root / f"{config.name}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    path, k = root / f"{config.name}-sweep-{stamp}", 1
+    while path.exists():  # two sweeps of one config started in the same second
+        k += 1
+        path = root / f"{config.name}-sweep-{stamp}-{k}"
     path.mkdir(parents=True)
+    (path / "sweep_state.json").write_text("{}")  # a sweep killed from here on is the one --resume finds
     return path
 
 
@@ -186,7 +235,13 @@ def sweep(path: str | Path, overrides: list[str] | None = None, *, resume: bool 
     base = _absolute(config.model_dump(mode="json", exclude={"sweep"}, exclude_unset=False))
     check_space(base, s, str(path))
 
+    if s.register_best and not config.training.export_model:
+        raise ConfigError("sweep.register_best needs training.export_model: true (the trials' policies as folders)")
     sweep_dir = _sweep_dir(config, resume)
+    if resume:
+        _check_same_config(sweep_dir, config)
+        if not quiet:
+            print(f"resuming the sweep in {sweep_dir}")
     uri = tracking.tracking_uri(config.tracking.tracking_uri, config.output_dir)
     experiment_id = tracking.setup(uri, config.output_dir, config.tracking.experiment)  # on the driver, before any trial
     state_file = sweep_dir / "sweep_state.json"
@@ -198,7 +253,9 @@ def sweep(path: str | Path, overrides: list[str] | None = None, *, resume: bool 
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, namespace="mem1")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False, namespace="mem1",
+                 # trials run in the driver's folder, not Tune's per-trial one, so relative paths mean what they say
+                 runtime_env={"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}})
     try:
         with tracking.run(experiment_id, config.tracking.run_name or sweep_dir.name, run_id=state.get("mlflow_run_id"),
                           params={"sweep.space": json.dumps({k: {v.kind: v.values} for k, v in s.space.items()}),
@@ -213,7 +270,7 @@ def sweep(path: str | Path, overrides: list[str] | None = None, *, resume: bool 
             trainable = tune.with_resources(
                 tune.with_parameters(_trial, base=base, trials_dir=str(sweep_dir / "trials"), tracking_uri=uri,
                                      parent_run_id=parent.info.run_id),
-                {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+                _trial_resources(config))
             tune_dir = sweep_dir / "tune"
             if resume and tune.Tuner.can_restore(str(tune_dir)):
                 tuner = tune.Tuner.restore(str(tune_dir), trainable, resume_unfinished=True, resume_errored=True)
@@ -222,23 +279,29 @@ def sweep(path: str | Path, overrides: list[str] | None = None, *, resume: bool 
                 tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                                    run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=0 if quiet else 1))
             grid = tuner.fit()
-            trials = _trials(grid, s)
+            _end_interrupted_trials(uri, parent)  # ASHA-stopped or interrupted trials' runs stay RUNNING otherwise
+            trials = _trials(grid, s, config.training.iterations, _trial_runs(uri, parent))
             best = _best(trials, s)
-            pareto = pareto_front(trials, s.metrics, s.modes) if len(s.metrics) > 1 else ([best] if best else [])
-            importances = param_importances(trials, s)
-            importance_plot = plot_importances(importances, sweep_dir / "param_importances.png")
+            pareto = pareto_front(_finished(trials), s.metrics, s.modes) if len(s.metrics) > 1 else ([best] if best else [])
+            summary = {"config": str(path), "sweep_dir": str(sweep_dir), "metric": s.metrics, "mode": s.modes,
+                       "space": {k: {v.kind: v.values} for k, v in s.space.items()}, "searcher": s.searcher, "seed": s.seed,
+                       "trials": trials, "best": best, "pareto_front": pareto}
+            _write_summary(sweep_dir, summary)  # before anything optional below can fail
             if best is not None:
                 import mlflow
 
                 tracking.log_metrics({f"best/{k}": v for k, v in best["metrics"].items()})
-                mlflow.set_tags({f"best.{k}": str(v) for k, v in best["values"].items()})
+                mlflow.set_tags({**{f"best.{k}": json.dumps(v) for k, v in best["values"].items()},
+                                 "best.trial_id": best["trial_id"], "best.run_id": best.get("mlflow_run_id") or ""})
+            try:
+                summary["param_importances"] = param_importances(_finished(trials), s)
+                plot_importances(summary["param_importances"], sweep_dir / "param_importances.png")
+            except Exception as e:  # an analysis, never a reason to lose the sweep's results
+                log.warning("parameter importances failed: %s", e)
         # after the parent run: registering logs the model into the trial's own run
         if best is not None and s.register_best:
             best["registered"] = _register_best(best, sweep_dir, base, s.register_best, uri)
-        summary = {"config": str(path), "sweep_dir": str(sweep_dir), "metric": s.metrics, "mode": s.modes,
-                   "space": {k: {v.kind: v.values} for k, v in s.space.items()}, "searcher": s.searcher, "seed": s.seed,
-                   "trials": trials, "best": best, "pareto_front": pareto, "param_importances": importances}
-        (sweep_dir / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
+        _write_summary(sweep_dir, summary)
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri=uri)
@@ -248,8 +311,13 @@ def sweep(path: str | Path, overrides: list[str] | None = None, *, resume: bool 
     finally:
         if started_ray:
             ray.shutdown()
+    failed = [t for t in trials if t["status"] == "ERROR"]
+    if not _finished(trials):
+        first = failed[0]["error"] if failed else "no trial reported a result"
+        raise SweepError(f"sweep {sweep_dir}: no trial finished ({len(failed)} errored; first: {first}); "
+                         f"each trial's error.txt is under {sweep_dir / 'tune'}")
     if not quiet:
-        print(f"sweep: {len(trials)} trials in {sweep_dir}")
+        print(f"sweep: {len(_finished(trials))} of {len(trials)} trials finished ({len(failed)} errored) in {sweep_dir}")
         if best is not None:
             scores = ", ".join(f"{m} {best['metrics'].get(m, float('nan')):.4f}" for m in s.metrics)
             print(f"best ({scores}): {best['values']}")
@@ -270,8 +338,6 @@ def _end_interrupted_trials(uri: str, parent) -> None:
 def _register_best(best: dict[str, Any], sweep_dir: Path, base: dict[str, Any], name: str, uri: str) -> str:
     from experiments import registry
 
-    if not base.get("training", {}).get("export_model", True):
-        raise ConfigError("sweep.register_best needs training.export_model: true (the trials' policies as folders)")
     runs = sorted((sweep_dir / "trials").glob(f"{base.get('name', 'train')}-{best['trial_id']}-*"))
     if not runs:
         raise ConfigError(f"sweep.register_best: no run folder of the best trial {best['trial_id']} under {sweep_dir / 'trials'}")
@@ -294,7 +360,7 @@ def _tune_setup(s: SweepSection) -> tuple[Any, dict[str, Any]]:
         from ray.tune.search.optuna import OptunaSearch
 
         searcher = OptunaSearch(space=_optuna_space(s), metric=s.metrics[0] if single else s.metrics,
-                                mode=s.modes[0] if single else s.modes, sampler=TPESampler(seed=s.seed))
+                                mode=s.modes[0] if single else s.modes, sampler=TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s)))
         return tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent), scheduler=scheduler,
                                num_samples=s.num_samples, metric=metric, mode=mode), {}
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -303,7 +369,28 @@ def _tune_setup(s: SweepSection) -> tuple[Any, dict[str, Any]]:
                            num_samples=s.num_samples, metric=metric, mode=mode), _random_space(s)
 
 
-def _trials(grid, s: SweepSection) -> list[dict[str, Any]]:
+def _trial_runs(uri: str, parent) -> dict[str, str]:
+    """trial id -> the MLflow run id of its training run (the last FINISHED one, if it ran twice)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                              order_by=["attributes.start_time ASC"])
+    out: dict[str, str] = {}
+    for run in runs:
+        name = run.data.tags.get("mlflow.runName", "")
+        if name.startswith("trial-") and (run.info.status == "FINISHED" or name[6:] not in out):
+            out[name[6:]] = run.info.run_id
+    return out
+
+
+def _startup_trials(s: SweepSection) -> int:
+    """Random trials before TPE models the results: Optuna's 10, or half of a small sweep
+    (with 4 trials, the default would leave TPE nothing to choose)."""
+    return max(1, min(10, s.num_samples // 2))
+
+
+def _trials(grid, s: SweepSection, iterations: int, runs: dict[str, str]) -> list[dict[str, Any]]:
     out = []
     for result in grid:
         metrics = dict(result.metrics or {})
@@ -311,12 +398,16 @@ def _trials(grid, s: SweepSection) -> list[dict[str, Any]]:
         node = metrics.pop("trial_node", None)
         if not values:  # a trial that failed before its first report
             values = {k: _decode(v) for k, v in (result.config or {}).items() if k in s.space}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        done = metrics.get("training_iteration") == iterations
         out.append({
-            "trial_id": metrics.get("trial_id") or Path(result.path).name,
-            "status": "ERROR" if result.error else "TERMINATED",
-            "error": str(result.error).splitlines()[0] if result.error else None,
+            "trial_id": trial_id,
+            # ERROR: raised; TERMINATED: ran every iteration; STOPPED: ended early (ASHA, or an interrupt)
+            "status": "ERROR" if result.error else "TERMINATED" if done else "STOPPED",
+            "error": str(result.error).strip().splitlines()[-1] if result.error else None,
             "iterations": metrics.get("training_iteration"),
             "node_id": node,
+            "mlflow_run_id": runs.get(trial_id),
             "values": values,
             # the training metrics are the namespaced ones (rollout/*, loss/*, ...); Tune's own are not
             "metrics": {k: v for k, v in metrics.items()
@@ -325,13 +416,25 @@ def _trials(grid, s: SweepSection) -> list[dict[str, Any]]:
     return sorted(out, key=lambda t: t["trial_id"])
 
 
+def _finished(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials that ran every iteration: the only ones scored, so an errored or stopped
+    trial's early numbers never win."""
+    return [t for t in trials if t["status"] == "TERMINATED"]
+
+
+def _write_summary(sweep_dir: Path, summary: dict[str, Any]) -> None:
+    tmp = sweep_dir / "sweep.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(sweep_dir / "sweep.json")
+
+
 def _scored(trials: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
     return [t for t in trials if all(isinstance(t["metrics"].get(m), (int, float)) and not math.isnan(t["metrics"][m]) for m in metrics)]
 
 
 def _best(trials: list[dict[str, Any]], s: SweepSection) -> dict[str, Any] | None:
-    """The best trial by the first metric (its last reported value)."""
-    scored = _scored(trials, s.metrics[:1])
+    """The best finished trial by the first metric (its last reported value)."""
+    scored = _scored(_finished(trials), s.metrics[:1])
     if not scored:
         return None
     sign = 1.0 if s.modes[0] == "max" else -1.0

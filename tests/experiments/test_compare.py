@@ -8,6 +8,7 @@ html.parser and check it against what was logged, decode its plots, and find it 
 
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -70,13 +71,17 @@ def store(tmp_path_factory):
             tracking.log_metrics({m: v[it] for m, v in TRAIN.items()}, step=it + 1)
     with tracking.run(ids[EXP_B], "tune_qa-sweep", params={"sweep.metric": "rollout/em,memory/peak_tokens", "sweep.mode": "max,min"},
                       tags={"kind": "sweep"}) as sweep:
+        trial_runs = {}
         for name, lr in TRIALS.items():
-            with tracking.run(ids[EXP_B], name, params={"algorithm.lr": lr}, tags={"kind": "train"}, parent_run_id=sweep.info.run_id):
+            with tracking.run(ids[EXP_B], name, params={"algorithm.lr": lr}, tags={"kind": "train"}, parent_run_id=sweep.info.run_id) as trial:
                 tracking.log_metrics({"rollout/reward": 0.2, "rollout/em": 0.5}, step=1)
+                trial_runs[name] = trial.info.run_id
         tracking.log_metrics({f"best/{k}": v for k, v in SWEEP_BEST.items()})
         import mlflow
 
-        mlflow.set_tags({"best.algorithm.lr": TRIALS["trial-b"]})
+        # as tune/sweep.py tags its parent: the values as JSON, the best trial's run id
+        mlflow.set_tags({"best.algorithm.lr": json.dumps(float(TRIALS["trial-b"])), "best.memory.budget": "null",
+                         "best.trial_id": "b", "best.run_id": trial_runs["trial-b"]})
     done = compare.compare(uri, None, root / "compare.html")
     return {"uri": uri, "root": root, "report": done, "html": done.path.read_text(encoding="utf-8"), "train_id": train.info.run_id}
 
@@ -164,7 +169,8 @@ def test_learning_curves_are_the_train_runs_history(store):
 def test_sweep_best_trial(store):
     (row,) = tables(store["html"])["sweeps"]
     assert row["sweep"] == "tune_qa-sweep" and row["trials"] == "2" and row["best_trial"] == "trial-b"
-    assert row["best_values"] == "algorithm.lr = 3e-05"
+    assert row["best_values"].startswith("algorithm.lr = 3e-05")
+    assert store["report"].comparison.sweeps[0].best_values == {"algorithm.lr": "3e-05", "memory.budget": "null"}
     assert row["objective"] == "rollout/em (max), memory/peak_tokens (min)"
     shown = {m: v for m, v in row.items() if "/" in m}
     assert shown == {m: SWEEP_BEST[m] for m in ("rollout/em", "memory/peak_tokens", "rollout/reward")}  # objective first, no loss/*
