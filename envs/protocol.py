@@ -1,4 +1,4 @@
-"""The tag protocol of MEM1.md: per turn the model writes its internal state, then exactly
+"""The MEM1 tag protocol (docs/method.md): per turn the model writes its internal state, then exactly
 one action.
 
     <think> reasoning + cumulative summary </think><search> keywords </search>
@@ -23,6 +23,7 @@ STATE_TAG = "think"
 QA_ACTIONS = ("search", "answer")
 MAX_TEXT_CHARS = 12_000  # longer output is a runaway generation, not a turn
 MAX_ARGUMENT_CHARS = 1_000
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ParsedTurn:
 
 
 def cut_after_action(text: str, actions: tuple[str, ...] = QA_ACTIONS) -> str:
-    """Drop everything after the first closing action tag (MEM1.md)."""
+    """Drop everything after the first closing action tag (the protocol's rule)."""
     ends = [m.end() for a in actions for m in [re.search(rf"</{a}>", text)] if m]
     return text[: min(ends)] if ends else text
 
@@ -54,7 +55,9 @@ def parse_turn(
     max_text_chars: int = MAX_TEXT_CHARS,
     max_argument_chars: int = MAX_ARGUMENT_CHARS,
 ) -> ParsedTurn:
-    text = cut_after_action(text, actions)
+    # A lone surrogate (half an emoji from a JSON trace, a surrogateescape'd byte) is not
+    # Unicode that any wire can encode; U+FFFD in its place keeps every offset.
+    text = _SURROGATE.sub("\ufffd", cut_after_action(text, actions))
     state, state_span = _state(text)
     if len(text) > max_text_chars:
         return ParsedTurn(None, "", state, state_span, f"the output is too long ({len(text)} characters); keep each turn short")
@@ -90,8 +93,13 @@ def parse_turn(
 
 
 def _state(text: str) -> tuple[str | None, tuple[int, int] | None]:
-    """The first complete <think>...</think> block and its span (an unclosed one is none)."""
-    m = re.search(rf"<{STATE_TAG}>(.*?)</{STATE_TAG}>", text, re.DOTALL)
-    if not m:
+    """The first complete <think>...</think> block and its span (an unclosed one is none).
+
+    Two finds, not a lazy regex: the regex retries from every opening tag and scans to the
+    end each time, which takes seconds on a runaway output of repeated <think> tags."""
+    opening, closing = f"<{STATE_TAG}>", f"</{STATE_TAG}>"
+    start = text.find(opening)
+    end = text.find(closing, start + len(opening)) if start >= 0 else -1
+    if end < 0:  # no later opening tag can have a closing one either
         return None, None
-    return m.group(1).strip(), (m.start(), m.end())
+    return text[start + len(opening) : end].strip(), (start, end + len(closing))

@@ -8,7 +8,7 @@ A search returns the top-k passages inside <information>, preceded by the remain
 budget. An answer "a1; ...; aN" ends the episode; it is scored per objective (EM and F1,
 envs/scoring.py) and the reward is the mean (or sum) of EM or F1 over objectives.
 
-Departures from the MEM1 reference (MEM1.md): a malformed turn (no action, unclosed tag,
+Departures from the MEM1 reference (docs/method.md): a malformed turn (no action, unclosed tag,
 several actions, empty query, runaway output) gets a corrective observation and a
 configurable format penalty, and the episode goes on until the turn budget is spent,
 instead of ending with reward 0; a failed search (dead retriever, timeout) becomes an

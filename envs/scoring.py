@@ -1,6 +1,6 @@
 """Answer scoring: exact match and token F1 after SQuAD normalisation, per objective.
 
-Normalisation (SQuAD v1.1, as MEM1.md states): lower-case, drop punctuation, drop the
+Normalisation (SQuAD v1.1, as the MEM1 paper uses it): lower-case, drop punctuation, drop the
 articles a/an/the, collapse whitespace. A prediction scores against the best of its
 acceptable gold strings. A multi-objective answer "a1; a2; ...; aN" is split on ';' and
 scored objective by objective; a missing answer scores 0.

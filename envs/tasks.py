@@ -1,4 +1,4 @@
-"""Questions and composed multi-objective tasks (MEM1.md, "Composed multi-objective tasks").
+"""Questions and composed multi-objective tasks (docs/method.md, "Composed multi-objective tasks").
 
 A `QAItem` is one question with its acceptable answers. A `Task` is what an episode plays:
 N questions joined into one N-objective prompt, each objective with its own gold list.
@@ -46,7 +46,7 @@ class Task:
 
     @property
     def question_text(self) -> str:
-        """'q1?; q2?; ...' with a '?' appended to each question that lacks one (MEM1.md)."""
+        """'q1?; q2?; ...' with a '?' appended to each question that lacks one (as the MEM1 reference does)."""
         return "; ".join(q.strip() if q.strip().endswith("?") else q.strip() + "?" for q in self.questions)
 
 

@@ -19,10 +19,12 @@ Metrics are namespaced (`rollout/`, `loss/`, `perf/`, `memory/`) and collected b
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -45,6 +47,10 @@ from policies.rl_module import CausalLMModule
 
 from .config import TrainConfig
 from .env_runner import ACTION_SPACE, OBS_SPACE, Mem1EnvRunner
+from .faults import SampleTimeoutError
+
+
+logger = logging.getLogger(__name__)
 
 
 class Mem1Config(AlgorithmConfig):
@@ -75,9 +81,15 @@ class Mem1Algorithm(Algorithm):
 
         t0 = time.perf_counter()
         local = group.num_remote_env_runners() == 0
-        per_runner = group.foreach_env_runner(lambda r: r.sample(iteration=iteration), local_env_runner=local)
-        records = [rec for out in per_runner for rec in out]
+        dispatched = [] if local else group.healthy_env_runner_ids()
+        timeout = None if local else self.config.mem1["config"]["training"]["sample_timeout_s"]
+        # a runner that dies mid-sample is dropped by RLlib (restart_failed_env_runners) and one
+        # that misses the timeout is not waited for: either way its episodes are not in `per_runner`
+        per_runner = group.foreach_env_runner(lambda r: (r.worker_index, r.sample(iteration=iteration)),
+                                              local_env_runner=local, timeout_seconds=timeout)
+        records = [rec for _, out in per_runner for rec in out]
         timings["sample_s"] = time.perf_counter() - t0
+        lost = self._lost_runners(dispatched, {index for index, _ in per_runner})
         if not records:
             raise RuntimeError("no episodes came back from the env runners this iteration (all runners failed?)")
 
@@ -99,8 +111,31 @@ class Mem1Algorithm(Algorithm):
         timings["sync_s"] = time.perf_counter() - t0
 
         self.metrics.log_value((ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN), rollout.pop("return_mean"), window=1)
+        rollout.update(lost)
         for k, v in {**rollout, **{f"perf/{k}": v for k, v in timings.items()}}.items():
             self.metrics.log_value(("mem1", k), float(v), window=1)
+
+    def _lost_runners(self, dispatched: list[int], returned: set[int]) -> dict[str, float]:
+        """What the iteration lost: runners that died (RLlib marked them unhealthy and restores
+        them, with the learner's weights, before the next iteration) and runners that missed
+        training.sample_timeout_s. A late runner is killed so that Ray restarts it and RLlib
+        restores it in the same way (left alone, it would go on with a stale sample while the
+        next iteration's call queues behind it), or, by config, the run stops here."""
+        died = [i for i in dispatched if i not in returned and i not in self.env_runner_group.healthy_env_runner_ids()]
+        late = [i for i in dispatched if i not in returned and i not in died]
+        if late:
+            manager = self.env_runner_group._worker_manager  # no public handle on one runner's actor
+            for i in late:  # also before stopping: shutting down would wait on a hung runner
+                manager.set_actor_state(i, healthy=False)
+                ray.kill(manager.actors()[i], no_restart=False)
+            training = self.config.mem1["config"]["training"]
+            if training["on_sample_timeout"] == "stop":
+                raise SampleTimeoutError(f"env runner(s) {late} did not return their episodes within training.sample_timeout_s="
+                                         f"{training['sample_timeout_s']} s; the run stops (training.on_sample_timeout=stop)")
+        if died or late:
+            logger.warning("iteration %d: lost the episodes of env runner(s) %s (died) %s (missed the sample timeout); "
+                           "they are restarted with the current weights", self.training_iteration + 1, died, late)
+        return {"rollout/env_runners_died": float(len(died)), "rollout/env_runners_timed_out": float(len(late))}
 
     def _train_batch(self, records: list[dict]) -> tuple[MultiAgentBatch, dict[str, float]]:
         settings = self.config.mem1["config"]
@@ -151,7 +186,14 @@ def _rows(records: list[dict]) -> tuple[list, list[list[int]]]:
 def _rollout_metrics(records: list[dict]) -> dict[str, float]:
     infos = [r["info"] for r in records]
     mean = lambda key, default=0.0: float(np.mean([i.get(key, default) for i in infos]))
-    stats = records[0]["stats"]
+    runners = list({r["stats"]["runner"]: r["stats"] for r in records}.values())  # each runner's totals once
+    tokens = sum(s["generated_tokens"] for s in runners)
+    # Runners sample at the same time, so the iteration's sampling lasts as long as its
+    # slowest runner: all tokens over that time is the rate of the whole fleet (over the mean
+    # time it would be overstated whenever the runners' shares are uneven).
+    sample_s = max(s["sample_s"] for s in runners)
+    searches = sum(i.get("search_calls", 0) for i in infos)
+    search_errors = sum(i.get("search_errors", 0) for i in infos)
     turns = sum(r["turns"] for r in records)
     packed_tokens = sum(row.num_tokens for row in _rows(records)[0])
     out = {
@@ -165,8 +207,11 @@ def _rollout_metrics(records: list[dict]) -> dict[str, float]:
         "memory/peak_tokens": mean("peak_tokens"),
         "memory/peak_tokens_max": float(max(i.get("peak_tokens", 0.0) for i in infos)),
         "memory/packed_tokens_per_episode": packed_tokens / len(records),  # a shared prompt counts once per group
-        "perf/generated_tokens": float(stats["generated_tokens"]),
-        "perf/sample_tokens_per_s": stats["generated_tokens"] / stats["sample_s"] if stats["sample_s"] else 0.0,
+        "perf/generated_tokens": float(tokens),
+        "perf/sample_tokens_per_s": tokens / sample_s if sample_s else 0.0,
+        # failed searches come back as observations: only these show a dead retriever
+        "rollout/search_errors": float(search_errors),
+        "rollout/search_error_rate": search_errors / searches if searches else 0.0,
         "turns": float(turns),
     }
     if any("success" in i for i in infos):
@@ -236,7 +281,8 @@ def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
     names = {
         "policy_loss": "loss/policy", "entropy": "loss/entropy", "clipfrac": "loss/clipfrac", "approx_kl": "loss/approx_kl",
-        "kl": "loss/kl_ref", "value_loss": "loss/value", "rollout_logp_mismatch": "rollout/logp_mismatch",
+        "kl": "loss/kl_ref", "value_loss": "loss/value", "explained_variance": "loss/explained_variance",
+        "rollout_logp_mismatch": "rollout/logp_mismatch",
         "rollout_logp_mismatch_max": "rollout/logp_mismatch_max", "ref_kl": "loss/ref_kl_before_update",
         "total_loss": "loss/total", "gradients_default_optimizer_global_norm": "loss/grad_norm",
         "default_optimizer_learning_rate": "loss/lr",

@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     config = load_config(args.config, TrainConfig, args.override)
-    train(config, resume=args.resume)
+    train(config, resume=args.resume, allow_config_change=args.allow_config_change)
     return 0
 
 
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a memory policy with RL (GRPO or PPO) on RLlib")
     p.add_argument("config")
     p.add_argument("--resume", action="store_true", help="continue the latest run of this config (same iteration count and MLflow run)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: continue although the config differs from the run's (training.iterations may always change)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_train)
 
@@ -232,13 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not args.verbose:
         _quiet_libraries()
+    from envs.data import DataFormatError
+
     from .config import ConfigError
+    from .faults import RunStopped
 
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, DataFormatError) as e:  # a bad config or data file: its message, no traceback
         print(str(e), file=sys.stderr)
         return 2
+    except RunStopped as e:  # a fault rule stopped the run (a checkpoint was written first)
+        print(f"run stopped: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -15,7 +15,7 @@ from envs import Task
 from envs.data import build_task_set, generate_world
 from envs.retrieval import HttpRetriever, Retriever
 
-from .config import DataSection, ModelSection, RetrieverSection, SamplerSection
+from .config import ConfigError, DataSection, ModelSection, RetrieverSection, SamplerSection
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def corpus_for(data: DataSection, retriever: RetrieverSection) -> Path:
     if retriever.corpus is not None:
         return Path(retriever.corpus)
     if data.source != "world":
-        raise ValueError(f"data.source={data.source!r} is a task file: set retriever.corpus to the corpus JSONL its questions need")
+        raise ConfigError(f"data.source={data.source!r} is a task file: set retriever.corpus to the corpus JSONL its questions need")
     folder = world_dir(data)
     corpus = folder / "corpus.jsonl"
     if not corpus.exists():
@@ -45,7 +45,7 @@ def corpus_for(data: DataSection, retriever: RetrieverSection) -> Path:
 
 
 def task_sets(data: DataSection, split: str | None = None) -> dict[int, list[Task]]:
-    """N -> tasks for every configured N (composition per MEM1.md)."""
+    """N -> tasks for every configured N (composition: docs/method.md)."""
     split = split or data.split
     if data.source == "world":
         source = generate_world(seed=data.world_seed, size=world_size(data.world_size))

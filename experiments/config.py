@@ -4,8 +4,11 @@ Every field is documented once, here. Unknown keys and bad values fail at load t
 key, the value, what is allowed and how to fix it:
 
     $ mem1 eval bad.yaml
-    config error in bad.yaml:
-      sampler.backend = 'vlm': Input should be 'auto', 'transformers' or 'vllm'
+    config error in bad.yaml: sampler.backend = 'vlm': Input should be 'auto', 'transformers' or 'vllm'
+
+(one line per problem, under a `config error in FILE:` header when there are several). A
+data file named by `data.source` is read at load too, so its problems (a missing column,
+an N it lacks) are config errors naming data.source or data.n_values and the file.
 
 Sections are shared by `mem1 eval` and `mem1 train` so the same YAML keys mean the same
 thing everywhere (and land under the same MLflow param names).
@@ -17,8 +20,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from envs.data import build_task_set, read_data_file
 from envs.data.world import resolve_size
 from envs.qa import QAConfig
 from policies.memory import make_memory_policy
@@ -55,14 +60,30 @@ class RetrieverSection(Section):
     retries: int = Field(3, ge=0)
 
 
+def _data_error(e: ValueError, named: str = "") -> PydanticCustomError:
+    # the loader's message (file, then column or row), less the file when the field's value
+    # already names it, and without pydantic's "Value error, " prefix
+    return PydanticCustomError("data_file", "{message}", {"message": str(e).removeprefix(f"{named}: ")})
+
+
 class DataSection(Section):
-    source: str = Field("world", description="'world' (generated, offline) or a task file: MEM1/Search-R1 parquet or HotpotQA JSON.")
+    source: str = Field("world", description="'world' (generated, offline) or a data file, read when the config loads: a MEM1 multi-objective parquet (the reference's processed files) plays its tasks as they are, each task's N from the file (n_values selects among them, tasks_per_n caps each); a Search-R1 parquet or HotpotQA JSON holds single questions, composed into N-objective tasks. A file needs retriever.corpus.")
     world_seed: int = 0
     world_size: str = Field("default", description="'small', 'default' or a number of entities.")
-    split: Literal["train", "test", "all"] = "test"
-    n_values: list[int] = Field([1, 2, 4, 8], description="Objectives per task to evaluate (composition of MEM1.md); up to 16.")
-    tasks_per_n: int = Field(8, ge=1)
-    seed: int = Field(0, description="Seed of task composition.")
+    split: Literal["train", "test", "all"] = Field("test", description="The world's split to compose from; a data file is one split already (this only names composed tasks).")
+    n_values: list[int] = Field([1, 2, 4, 8], description="Objectives per task to evaluate (N questions composed into one task, docs/method.md); up to 16. With a MEM1 task file: which of its Ns to play (each must be in the file).")
+    tasks_per_n: int = Field(8, ge=1, description="Tasks per N; with a MEM1 task file, at most this many of each N (all when it has fewer, else a draw by seed).")
+    seed: int = Field(0, description="Seed of task composition (and of the draw from a task file).")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v != "world":
+            try:
+                read_data_file(v)  # at load, not minutes later in the job (or in a Ray worker)
+            except ValueError as e:
+                raise _data_error(e, named=v) from None
+        return v
 
     @field_validator("world_size", mode="before")
     @classmethod
@@ -75,10 +96,17 @@ class DataSection(Section):
 
     @field_validator("n_values")
     @classmethod
-    def _n_values(cls, v: list[int]) -> list[int]:
+    def _n_values(cls, v: list[int], info: ValidationInfo) -> list[int]:
         if not v or any(n < 1 or n > 64 for n in v):
             raise ValueError(f"each N must be in 1..64, got {v}")
-        return sorted(set(v))
+        v = sorted(set(v))
+        source = info.data.get("source")  # absent when it failed its own check
+        if source not in (None, "world"):
+            try:  # the job's own call, one task per N: an N the file lacks, more than it has questions
+                build_task_set(source, v, tasks_per_n=1)
+            except ValueError as e:
+                raise _data_error(e) from None
+        return v
 
 
 class QAEnvSection(Section):
@@ -292,6 +320,9 @@ class TrainingSection(Section):
     num_gpus_per_learner: float = Field(0, ge=0)
     num_gpus_per_env_runner: float = Field(0, ge=0)
     num_cpus_per_env_runner: float = Field(1, gt=0)
+    sample_timeout_s: float | None = Field(None, gt=0, description="Wait at most this long for a remote env runner's share of an iteration; None waits as long as it takes (LLM rollouts are slow). A runner that misses it is handled as training.on_sample_timeout says.")
+    on_sample_timeout: Literal["restart", "stop"] = Field("restart", description="'restart': the late runner's episodes of that iteration are dropped, it is killed and RLlib restarts it with the current weights, and the run goes on; 'stop': the run stops with an error naming the runners (after a checkpoint of the last finished iteration).")
+    max_search_error_rate: float | None = Field(0.5, ge=0, le=1, description="Stop the run (after a checkpoint) when more than this share of an iteration's searches failed: a dead retriever's failures become observations, and training on them teaches nothing. None never stops.")
     attention: Literal["auto", "sdpa", "tiles", "flex"] = Field("auto", description="Packed replay attention: 'sdpa' dense mask; 'tiles' tile-sparse SDPA, skipping masked tiles (auto on CPU); 'flex' FlexAttention block mask (auto on GPU for long rows).")
     gradient_checkpointing: bool = False
     share_prompt: bool = Field(True, description="GRPO: pack each group's episodes in one row that computes their shared prompt once (exact; policies/packer.py pack_group). PPO always packs one episode per row.")
@@ -430,10 +461,24 @@ def load_config(path: str | Path, cls: type[Section] = EvalConfig, overrides: li
             raise ConfigError(f"override {item!r} must look like section.key=value")
         node = data
         *parents, leaf = key.strip().split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parents[: i + 1])} is {node!r} in the config, not a section")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: {key.strip()}: not valid YAML: {_yaml_problem(e)}") from None
     return validate(data, cls, source=str(path))
+
+
+def _yaml_problem(e: Exception) -> str:
+    """PyYAML's error on one line: where (line, column) and what."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(e, "problem", None) or " ".join(str(e).split())
+    context = getattr(e, "context", None)
+    return f"{where}{what}" + (f" ({context})" if context else "")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -443,8 +488,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}" + (f" (the base of {seen[-1]})" if seen else "")) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     base = data.pop("base", None)
@@ -467,17 +514,19 @@ def validate(data: dict[str, Any], cls: type[Section], source: str = "config") -
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        lines = [f"config error in {source}:"]
+        lines = []
         for err in e.errors():
             loc = err["loc"]
             key = ".".join(str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "env" and p in ENV_SECTIONS))
             if err["type"] == "extra_forbidden":
                 section = _section_of(cls, err["loc"][:-1])
                 allowed = ", ".join(sorted(section.model_fields)) if section else "?"
-                lines.append(f"  {key}: unknown key; allowed here: {allowed}")
+                lines.append(f"{key}: unknown key; allowed here: {allowed}")
             else:
-                lines.append(f"  {key} = {err.get('input')!r}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+                lines.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+        if len(lines) == 1:
+            raise ConfigError(f"config error in {source}: {lines[0]}") from None
+        raise ConfigError("\n  ".join([f"config error in {source}:", *lines])) from None
 
 
 def _section_of(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -514,3 +563,143 @@ def flat_params(config: BaseModel) -> dict[str, Any]:
     # a sweep's space is the sweep's parent run's param, not each trial's
     walk("", config.model_dump(mode="json", exclude={"sweep"} if "sweep" in type(config).model_fields else None))
     return out
+
+
+def config_differences(before: BaseModel, now: BaseModel, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between two configs of one type (a resumed run or
+    sweep is checked against the config it was started with), less `ignore` and keys under it."""
+    a, b = (x.model_dump(mode="json") for x in (before, now))
+    out: list[str] = []
+
+    def walk(prefix: str, x: Any, y: Any) -> None:
+        if any(prefix == k or prefix.startswith(k + ".") for k in ignore):
+            return
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y)):
+                walk(f"{prefix}.{k}" if prefix else k, x.get(k), y.get(k))
+        elif x != y:
+            out.append(prefix)
+
+    walk("", a, b)
+    return out
+
+
+# -- the configuration reference ------------------------------------------------------------
+
+
+def config_markdown() -> str:
+    """docs/configuration.md: every key of the eval and train configs with its type, bounds,
+    default and description, generated from the models above so that the page cannot drift
+    from the code (tests/test_docs.py compares the committed page with this).
+
+        python -m experiments.config --markdown > docs/configuration.md
+    """
+    import inspect
+    import re
+    import types
+    import typing
+
+    tops = {"EvalConfig": (EvalConfig, "`mem1 eval`"), "TrainConfig": (TrainConfig, "`mem1 train`, `mem1 sft`, `mem1 tune`")}
+    headings: dict[type, str] = {}  # section class -> its heading: the first dotted key that holds it
+
+    def sections_in(annotation: Any) -> list[tuple[type, bool]]:  # (section class, reached through a dict)
+        if isinstance(annotation, type):
+            return [(annotation, False)] if issubclass(annotation, Section) else []
+        inner = [s for a in typing.get_args(annotation) for s in sections_in(a)]
+        return [(s, True) for s, _ in inner] if typing.get_origin(annotation) is dict else inner
+
+    def collect(cls: type, prefix: str) -> None:
+        for name, f in cls.model_fields.items():
+            for sub, through_dict in sections_in(f.annotation):
+                if sub not in headings:
+                    kind = sub.model_fields.get("kind")
+                    key = prefix + name + (".*" if through_dict else "")
+                    headings[sub] = f"{key}, kind: {kind.default}" if name == "env" and kind else key
+                    collect(sub, key + ".")
+
+    for cls, _ in tops.values():
+        collect(cls, "")
+
+    def link(cls: type) -> str:
+        name = headings.get(cls, cls.__name__)
+        anchor = re.sub(r"[^\w\- ]", "", name.lower()).replace(" ", "-")  # GitHub's heading anchors
+        return f"[{name}](#{anchor})"
+
+    def type_text(t: Any) -> str:
+        origin, args = typing.get_origin(t), typing.get_args(t)
+        if t is type(None):
+            return "null"
+        if origin is Literal:
+            return " or ".join(yaml_text(a) for a in args)
+        if origin is Annotated:
+            return type_text(args[0])
+        if origin in (Union, types.UnionType):
+            return " or ".join(type_text(a) for a in args)
+        if origin is not None:
+            return f"{origin.__name__}[{', '.join(type_text(a) for a in args)}]"
+        if isinstance(t, type) and issubclass(t, Section):
+            return link(t)
+        return {Path: "path", Any: "any"}.get(t, getattr(t, "__name__", str(t)))
+
+    def yaml_text(v: Any) -> str:
+        v = str(v) if isinstance(v, Path) else v
+        return yaml.safe_dump(v, default_flow_style=True, width=10**6).removesuffix("...\n").strip()
+
+    def bounds(f) -> str:
+        signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >="}
+        return ", ".join(f"{sign} {getattr(m, k)}" for m in f.metadata for k, sign in signs.items() if hasattr(m, k))
+
+    def default_text(f) -> str:
+        if f.is_required():
+            return "required"
+        v = f.get_default(call_default_factory=True)
+        if isinstance(v, Section):  # a section: its env kind, and the keys whose defaults differ here
+            base = type(v)().model_dump()
+            changed = {k: x for k, x in v.model_dump().items() if k == "kind" or x != base[k]}
+            return ", ".join(f"`{k}: {yaml_text(x)}`" for k, x in changed.items()) or "its defaults"
+        return f"`{yaml_text(v)}`"
+
+    def table(cls: type, names) -> list[str]:
+        rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+        for name in names:
+            f = cls.model_fields[name]
+            kind = type_text(f.annotation) + (f" ({bounds(f)})" if bounds(f) else "")
+            desc = " ".join((f.description or "").split()).replace("|", "\\|")
+            rows.append(f"| `{name}` | {kind} | {default_text(f)} | {desc} |")
+        return rows
+
+    def doc(cls: type) -> list[str]:
+        return [" ".join(inspect.cleandoc(cls.__doc__).split()), ""] if cls.__doc__ else []
+
+    out = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from experiments/config.py by `python -m experiments.config --markdown > docs/configuration.md`;",
+        "     edit the field descriptions there, not this file (tests/test_docs.py checks that they agree). -->",
+        "",
+        "A config is a YAML file of the sections below. `base: other.yaml` (relative to the file) is read first and",
+        "the file's sections are merged over it key by key; `-o dotted.key=value` on the command line overrides one",
+        "key (the value is read as YAML). An unknown key or a bad value is an error naming the key, the value and",
+        "what is allowed. Types are YAML's: `null` is none, a path is a string.",
+        "",
+    ]
+    for top, (cls, commands) in tops.items():
+        out += [f"## {top}: the config of {commands}", "", *table(cls, cls.model_fields), ""]
+    out += ["## Sections", ""]
+    for cls, heading in headings.items():
+        own = list(cls.model_fields)
+        parent = next((b for b in cls.__mro__[1:] if b in headings), None)
+        out += [f"### {heading}", "", *doc(cls)]
+        if parent is not None:  # a subclass: list what it adds or redefines
+            own = [n for n in own if n in vars(cls).get("__annotations__", {})]
+            out += [f"Every key of {link(parent)}, and:", ""]
+        out += [*table(cls, own), ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--markdown"]:
+        raise SystemExit("usage: python -m experiments.config --markdown > docs/configuration.md")
+    print(config_markdown(), end="")

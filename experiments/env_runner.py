@@ -9,7 +9,7 @@ one batched rollout, and returns finished episodes packed for exact replay
 
 No RLModule lives here: sampling is the sampler's job, so the runner holds one copy of the
 weights (the sampler's), not two. RLlib still wants spaces, which are placeholders
-(RLLIB.md).
+(docs/architecture.md, "How RLlib is used").
 """
 
 from __future__ import annotations
@@ -104,8 +104,10 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                     "valid_turns": sum(bool(t.info.get("valid")) for t in ep.turns),
                 })
         self._last_stats = stats
+        # every record carries its runner's totals; the driver counts them once per runner id
+        runner_stats = {"runner": self.worker_index or 0, "sample_s": stats.sample_s, "generated_tokens": stats.generated_tokens, "env_s": stats.env_s}
         for r in records:
-            r["stats"] = {"sample_s": stats.sample_s, "generated_tokens": stats.generated_tokens, "env_s": stats.env_s}
+            r["stats"] = runner_stats
         return records
 
     def _rows(self, episodes):

@@ -1,8 +1,8 @@
 """Turning finished episodes into the comparison people read: a table per (memory policy, N)
 and plots of accuracy and peak tokens against the number of objectives.
 
-Metric names are stable and namespaced (STYLE.md): `eval/*` task scores, `memory/*` token
-accounting (MEM1.md), `rollout/*` behaviour. The same names go to MLflow, the CSV and the
+Metric names are stable and namespaced (docs/architecture.md): `eval/*` task scores, `memory/*` token
+accounting (docs/memory_policies.md), `rollout/*` behaviour. The same names go to MLflow, the CSV and the
 console table, so a number can be traced from one to the other.
 """
 

@@ -82,7 +82,7 @@ def rollout(
     params = replace(params, stop=stops) if stops and not params.stop else params
 
     def finish(i: int, **info: Any) -> None:
-        episodes[i] = episodes[i].finish(**info, **memory_metrics(episodes[i], kv_bytes_per_token))
+        episodes[i] = episodes[i].finish(**info, **memory_metrics(episodes[i], kv_bytes_per_token), **search_counts(episodes[i]))
         if on_episode_end is not None:
             on_episode_end(episodes[i])
 
@@ -156,6 +156,16 @@ def _step(episodes: list[Episode], i: int, request: EpisodeRequest, context, com
     end_reason = info.get("end_reason") or ("answer" if terminated else "budget")
     scores = {k: v for k, v in info.items() if k in _FINAL_KEYS}
     return {**scores, "terminated": terminated, "truncated": truncated, "end_reason": end_reason, "total_reward": ep.total_reward}
+
+
+def search_counts(episode: Episode) -> dict[str, int]:
+    """Search calls and failed searches (the env's turn info "search_error") of an episode:
+    a failed search is an observation, not an exception, so only this count shows a dead
+    retriever. Counted from the turns, so an episode that ended without a score has them too."""
+    return {
+        "search_calls": sum(t.info.get("action") == "search" for t in episode.turns),
+        "search_errors": sum("search_error" in t.info for t in episode.turns),
+    }
 
 
 _FINAL_KEYS = ("em", "f1", "em_sum", "em_mean", "f1_sum", "f1_mean", "answer", "turns", "searches", "invalid_turns", "reward", "success")

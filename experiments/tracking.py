@@ -1,7 +1,7 @@
 """MLflow tracking: one place that knows the store layout, the run structure and the names.
 
 Layout: a local SQLite store `<output_dir>/mlflow.db` with artifacts in
-`<output_dir>/mlartifacts` unless a tracking URI is given (TRACKING.md: absolute paths,
+`<output_dir>/mlartifacts` unless a tracking URI is given (docs/operations.md: absolute paths,
 experiment created on the driver with an absolute artifact location). Browse it with
     mlflow ui --backend-store-uri sqlite:///$PWD/runs/mlflow.db
 

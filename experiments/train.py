@@ -9,7 +9,9 @@ Every iteration prints one line (reward, EM/F1, peak tokens, KL, tokens/s, time 
 logs the same metrics to MLflow at step = iteration. `--resume` continues the newest run of
 the config's name from its last checkpoint: the same iteration count, the same MLflow run.
 A crash or Ctrl-C still writes a checkpoint first (the checkpoint is written to a temporary
-folder and renamed, so an interrupted save never replaces a good one).
+folder and renamed, so an interrupted save never replaces a good one). A run killed outright
+re-runs the iterations since its last checkpoint, so MLflow gets an iteration's metrics with
+the checkpoint that holds it (never a step twice), and metrics.jsonl is cut back on resume.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from . import registry, tracking
-from .config import ConfigError, TrainConfig, flat_params
+from .config import ConfigError, TrainConfig, config_differences, flat_params, validate
 from .domains import make_domain
+from .faults import check_search_errors
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,14 @@ class TrainResult:
     history: list[dict]
 
 
-def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
+def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, allow_config_change: bool = False,
+          log_each_iteration: bool = False,
           on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train `config`; `on_iteration(iteration, metrics)` runs after each iteration (a sweep
-    reports to Ray Tune there)."""
+    reports to Ray Tune there). `resume` refuses a config that differs from the run's
+    (other than training.iterations) unless `allow_config_change`. `log_each_iteration`
+    sends metrics to MLflow at once instead of with each checkpoint: for runs that are never
+    resumed from their own checkpoints (sweep trials, whose early stop ends them unannounced)."""
     import ray
 
     from .algorithm import build_algorithm_config, iteration_metrics
@@ -50,7 +57,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
         raise ConfigError("algorithm.name=sft is supervised fine-tuning on traces: run `mem1 sft CONFIG`")
     config = registry.resolve_config(config).starting_weights()
     tracking.quiet()
-    run_dir, state = _run_dir(config, resume)
+    run_dir, state = _run_dir(config, resume, allow_config_change)
     exp_id = tracking.setup(config.tracking.tracking_uri, config.output_dir, config.tracking.experiment)
     started_ray = False
     if not ray.is_initialized():
@@ -61,16 +68,29 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
     try:
         with make_domain(config) as domain:
             algo = build_algorithm_config(config, domain.worker_overrides()).build_algo()
+            retriever = domain.worker_overrides().get("retriever.url") or config.retriever.url or f"retriever.mode={config.retriever.mode}"
             if state.get("checkpoints"):
                 checkpoint = state["checkpoints"][-1]
                 algo.restore_from_path(checkpoint)
                 log.info("resumed from %s at iteration %d", checkpoint, algo.training_iteration)
+            if resume:
+                _cut_metrics_file(run_dir / "metrics.jsonl", algo.training_iteration)
+            pending: list[tuple[int, dict]] = []  # MLflow gets them with the checkpoint that holds them
+
+            def checkpoint_and_log() -> None:
+                _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
+                for step, m in pending:
+                    tracking.log_metrics(m, step=step)
+                pending.clear()
+
             with tracking.run(
                 exp_id, config.tracking.run_name or run_dir.name, run_id=state.get("mlflow_run_id"), parent_run_id=config.tracking.parent_run_id,
                 params=flat_params(config), tags={"kind": "train", "memory_policy": config.memory.spec, "run_dir": str(run_dir.resolve())},
             ) as run:
                 state["mlflow_run_id"] = run.info.run_id
                 _save_state(run_dir, state)
+                if resume:  # a kill between a checkpoint and its metrics' logging left them out
+                    _log_missing_steps(run.info.run_id, run_dir / "metrics.jsonl")
                 if not quiet:
                     print(f"training {config.memory.spec} with {config.algorithm.name} for {config.training.iterations} iterations; outputs in {run_dir}")
                 try:
@@ -80,18 +100,22 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False,
                         metrics["perf/iteration_s"] = time.perf_counter() - t0
                         it = algo.training_iteration
                         history.append({"iteration": it, **metrics})
-                        tracking.log_metrics(metrics, step=it)
+                        pending.append((it, metrics))
+                        if log_each_iteration:
+                            tracking.log_metrics(metrics, step=it)
+                            pending.clear()
                         with open(run_dir / "metrics.jsonl", "a") as f:
                             f.write(json.dumps({"iteration": it, **metrics}) + "\n")
                         if not quiet:
                             print(progress_line(it, config.training.iterations, metrics), flush=True)
                         if on_iteration is not None:
                             on_iteration(it, metrics)
+                        check_search_errors(metrics, config.training.max_search_error_rate, retriever, it)
                         if it % config.training.checkpoint_every == 0:
-                            _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
+                            checkpoint_and_log()
                 finally:  # also on Ctrl-C or a crash: nothing learned is lost
-                    if algo.training_iteration and (not state.get("checkpoints") or not state["checkpoints"][-1].endswith(f"iter_{algo.training_iteration:04d}")):
-                        _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
+                    if algo.training_iteration and not (state.get("checkpoints") or [""])[-1].endswith(f"iter_{algo.training_iteration:04d}"):
+                        checkpoint_and_log()
                 model_dir = export_policy(algo.learner_group, config, run_dir / "model") if config.training.export_model else None
                 if model_dir is not None and config.training.log_model:
                     model_uri = registry.log_policy(model_dir)
@@ -120,13 +144,21 @@ def progress_line(it: int, total: int, m: dict[str, float]) -> str:
 # -- run directory and state ---------------------------------------------------------------
 
 
-def _run_dir(config: TrainConfig, resume: bool) -> tuple[Path, dict]:
+def _run_dir(config: TrainConfig, resume: bool, allow_config_change: bool = False) -> tuple[Path, dict]:
     root = Path(config.output_dir)
     if resume:
         runs = sorted((p for p in root.glob(f"{config.name}-*") if (p / "run.json").exists()), key=lambda p: p.name)
         if not runs:
             raise FileNotFoundError(f"--resume: no earlier run of {config.name!r} under {root} (looked for {config.name}-*/run.json)")
         run_dir = runs[-1]
+        saved = run_dir / "config.json"
+        if saved.exists() and not allow_config_change:
+            # more iterations is what resuming is often for; anything else would silently mix two runs
+            differ = config_differences(validate(json.loads(saved.read_text()), TrainConfig, source=str(saved)), config,
+                                        ignore=("training.iterations",))
+            if differ:
+                raise ConfigError(f"--resume: the config differs from the one {run_dir} was started with, at {', '.join(differ)}; "
+                                  f"resume with the same config (it is in {saved}), or pass --allow-config-change")
         state = json.loads((run_dir / "run.json").read_text())
         state["checkpoints"] = [c for c in state.get("checkpoints", []) if Path(c).exists()]
         return run_dir, state
@@ -144,6 +176,29 @@ def new_run_dir(config: TrainConfig) -> Path:
             time.sleep(1.0)
     (run_dir / "config.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     return run_dir
+
+
+def _cut_metrics_file(path: Path, last_iteration: int) -> None:
+    """Drop the lines of iterations after the restored checkpoint: they run again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["iteration"] <= last_iteration]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def _log_missing_steps(run_id: str, metrics_file: Path) -> None:
+    """Log to MLflow the iterations of metrics.jsonl (already cut back to the checkpoint) that
+    the run lacks: every iteration's metrics have perf/iteration_s, so its steps are the logged ones."""
+    import mlflow
+
+    if not metrics_file.exists():
+        return
+    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "perf/iteration_s")}
+    for line in metrics_file.read_text().splitlines():
+        if line.strip() and (row := json.loads(line))["iteration"] not in logged:
+            tracking.log_metrics({k: v for k, v in row.items() if k != "iteration"}, step=row["iteration"])
 
 
 def _save_state(run_dir: Path, state: dict) -> None:

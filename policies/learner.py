@@ -33,11 +33,17 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from . import columns as C
-from .losses import KL_ESTIMATORS, OBJECTIVES, POLICY_LOSSES, AdvantageInputs, masked_mean, value_loss
+from .losses import KL_ESTIMATORS, OBJECTIVES, POLICY_LOSSES, AdvantageInputs, explained_variance, masked_mean, value_loss
 from .packer import PackedBatch
 from .rl_module import ENTROPY, LOGP, VALUES
 
 log = logging.getLogger(__name__)
+
+# Metrics of the ratio new/old policy. The first optimizer step of an update runs at the
+# weights that gave the old log-probs, so its ratio is 1 and these are 0 by construction:
+# they are logged from the second step on (epochs > 1 or minibatches > 1, when the batch is
+# replayed off-policy), and a single on-policy step reports none rather than zeros.
+RATIO_METRICS = frozenset({"clipfrac", "approx_kl"})
 
 # The learner's settings. Their values come from the run's config (experiments/config.py,
 # AlgorithmSection) and nowhere else: every one must be given, so there is no second set of
@@ -99,6 +105,7 @@ class Mem1Learner(TorchLearner):
         extra = self._prepare(module, cols)  # old_logp, ref_logp, old_values, advantages, returns
         fwd_out: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self._device)
+        step = 0
         for _ in range(s["epochs"]):
             order = self._rng.permutation(rows) if s["minibatches"] > 1 else np.arange(rows)
             for minibatch in np.array_split(order, s["minibatches"]):
@@ -119,7 +126,9 @@ class Mem1Learner(TorchLearner):
                 grads = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
                 self.apply_gradients(self.postprocess_gradients(grads))
                 for k, v in self._sums.items():
-                    self.metrics.log_value((mid, k), float(v / n_tokens), window=1)
+                    if step or k not in RATIO_METRICS:
+                        self.metrics.log_value((mid, k), float(v / n_tokens), window=1)
+                step += 1
         if self.on_policy and self.objective.sampled:
             self.metrics.log_value((mid, "rollout_logp_mismatch_max"), self._mismatch_max, window=1)
         steps = s["epochs"] * s["minibatches"]
@@ -162,7 +171,7 @@ class Mem1Learner(TorchLearner):
             if s["kl_mode"] == "loss":
                 per_token = per_token + s["kl_coef"] * kl
         if VALUES in fwd_out:
-            v_tok, _ = value_loss(fwd_out[VALUES], sel(C.OLD_VALUES), sel(C.RETURNS), mask, clip=s["vf_clip"])
+            v_tok = value_loss(fwd_out[VALUES], sel(C.OLD_VALUES), sel(C.RETURNS), mask, clip=s["vf_clip"])
             per_token = per_token + s["vf_coef"] * v_tok
             metrics["value_loss"] = v_tok.sum().detach()
         for k, v in metrics.items():
@@ -213,6 +222,9 @@ class Mem1Learner(TorchLearner):
             gamma=s["gamma"], lam=s["lam"], whiten=s["whiten_advantages"],
         )))
         assert all(v.shape[1] == full_len for v in extra.values())
+        if C.RETURNS in extra:  # a critic: how well the values the advantages used predicted the returns
+            ev = explained_variance(extra[C.OLD_VALUES], extra[C.RETURNS], loss_mask)  # the whole batch, so micro-batching cannot change it
+            self.metrics.log_value((DEFAULT_MODULE_ID, "explained_variance"), float(ev), window=1)
         return extra
 
     @torch.no_grad()

@@ -178,15 +178,20 @@ def value_loss(
     loss_mask: torch.Tensor,  # (B, L)
     *,
     clip: float = 0.2,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> torch.Tensor:
     """PPO's clipped value loss per token (the larger of the clipped and unclipped squared
     errors), (B, L)."""
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
-    loss = 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2) * loss_mask
-    with torch.no_grad():
-        var = masked_mean((returns - masked_mean(returns, loss_mask)) ** 2, loss_mask)
-        explained = 1.0 - masked_mean((returns - values) ** 2, loss_mask) / var.clamp(min=1e-8)
-    return loss, {"explained_variance": explained}
+    return 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2) * loss_mask
+
+
+@torch.no_grad()
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """The share of the returns' variance the values explain over the masked tokens,
+    1 - mean squared error / Var(returns): 1 for a perfect critic, 0 for one no better than
+    the mean return, below 0 for a worse one."""
+    var = masked_mean((returns - masked_mean(returns, loss_mask)) ** 2, loss_mask)
+    return 1.0 - masked_mean((returns - values) ** 2, loss_mask) / var.clamp(min=1e-8)
 
 
 # ---------------------------------------------------------------------------- objectives

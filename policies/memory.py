@@ -1,7 +1,7 @@
 """Memory policies: which earlier segments form the model's context before each turn.
 
 This choice is the only thing that differs between the agents the platform compares
-(DESIGN.md). A policy reads an in-progress `Episode` and returns `SegmentRef`s; it never
+(docs/memory_policies.md). A policy reads an in-progress `Episode` and returns `SegmentRef`s; it never
 creates tokens, so every policy replays exactly in the packer.
 
 | policy          | context of turn t                                            |

@@ -1,7 +1,7 @@
 """The packer: episodes -> one token sequence each, with a block attention mask and per-token
 position ids, so that one forward pass reproduces exactly what the model saw at every turn.
 
-How it departs from the MEM1 reference (MEM1.md): the reference lays turns out at running
+How it departs from the MEM1 reference (docs/method.md): the reference lays turns out at running
 positions and hides the previous turn's think tokens; here every generated token attends to
 exactly the tokens, at exactly the positions, it attended to when it was sampled, under any
 memory policy. The test is `tests/policies/test_packer.py`: packed log-probs equal per-turn
@@ -14,7 +14,7 @@ context refs c1..cm, the packer walks the refs and reuses a block already laid o
 same ref after the same chain; otherwise it appends a context-only copy. Then the generated
 segment is appended after the chain. For MEM1 this gives
     prompt | G1 | O1 | G2 | G2' O2 | G3 | G3' O3 | G4 ...
-(DESIGN.md): the prompt once, each observation once, each generated segment at most twice.
+(docs/packing.md): the prompt once, each observation once, each generated segment at most twice.
 Full context never copies anything. Only the original generated blocks carry loss.
 
 Groups (`pack_group`). The G episodes of a GRPO group start from the same prompt (same token

@@ -1,6 +1,6 @@
 """Rollout records: an episode is a list of segments, and every turn names the segments it saw.
 
-This is the one data structure the whole platform turns on (see DESIGN.md). A *segment* is a
+This is the one data structure the whole platform turns on (docs/architecture.md). A *segment* is a
 run of token ids tokenized exactly once: the task prompt, one turn's generated text (internal
 state + action), or one observation. A *turn* records the context it was sampled from as a
 tuple of `SegmentRef`s (a segment, or a slice of one), the segment it generated and the
@@ -111,7 +111,7 @@ class Episode:
 
 @dataclass(frozen=True)
 class TurnTokens:
-    """Token accounting of one call: the memory proxy of MEM1.md is context + generated."""
+    """Token accounting of one call: the MEM1 paper's memory proxy is context + generated."""
 
     context: int
     generated: int
@@ -132,7 +132,7 @@ def turn_tokens(episode: Episode) -> list[TurnTokens]:
 
 
 def memory_metrics(episode: Episode, kv_bytes_per_token: int | None = None) -> dict[str, float]:
-    """Per-episode memory metrics (MEM1.md): peak and mean tokens per call, the dependency
+    """Per-episode memory metrics (docs/memory_policies.md): peak and mean tokens per call, the dependency
     span (how many distinct earlier tokens the episode's calls attended to, summed), and the
     KV-cache bytes implied by the peak when the model's shape is known."""
     calls = turn_tokens(episode)

@@ -38,7 +38,7 @@ ENTROPY = "entropy"
 VALUES = "values"
 
 # Above this many packed tokens per row, FlexAttention's block mask beats SDPA with a dense
-# mask on a GPU (ENV.md: 0.33 s vs 0.63 s at 16k tokens; SDPA is faster at 4k).
+# mask on a GPU (an H100 measurement, docs/operations.md: 0.33 s vs 0.63 s at 16k tokens; SDPA is faster at 4k).
 FLEX_MIN_TOKENS = 8192
 
 
@@ -108,7 +108,7 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs) -> dict[str, Any]:
         if inference_only:
             # What samplers load: the Hugging Face state dict (HF names), CPU tensors. RLlib's
-            # default would convert to numpy, which cannot hold bf16 (RLLIB.md).
+            # default would convert to numpy, which cannot hold bf16.
             return {k: v.detach().to("cpu") for k, v in self.policy.state_dict().items()}
         return super().get_state(components, not_components=not_components, inference_only=False, **kwargs)
 

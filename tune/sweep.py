@@ -146,7 +146,7 @@ def _trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, tra
     tracking_section.update(tracking_uri=tracking_uri, parent_run_id=parent_run_id, run_name=f"trial-{trial_id}")
     config = validate(data, TrainConfig, source=f"trial {trial_id}")
     node = ray.get_runtime_context().get_node_id()  # where the trial ran (sweep.json), on a cluster too
-    train(config, quiet=True, on_iteration=lambda it, metrics: tune.report({**metrics, "trial_values": json.dumps(values), "trial_node": node}))
+    train(config, quiet=True, log_each_iteration=True, on_iteration=lambda it, metrics: tune.report({**metrics, "trial_values": json.dumps(values), "trial_node": node}))
 
 
 # -- the sweep ------------------------------------------------------------------------------
@@ -168,18 +168,12 @@ def _check_same_config(sweep_dir: Path, config: TrainConfig) -> None:
     trials, so a config that differs now (the file or the overrides) is refused, naming the keys."""
     import yaml
 
-    from experiments.config import flat_params
+    from experiments.config import config_differences
 
     saved_file = sweep_dir / "config.yaml"
     if not saved_file.exists():
         return  # killed before it was written: nothing ran yet
-    saved = flat_params(validate(yaml.safe_load(saved_file.read_text()), TrainConfig, source=str(saved_file)))
-    now = flat_params(config)
-    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    space_then, space_now = (json.dumps(yaml.safe_load(saved_file.read_text()).get("sweep", {}), sort_keys=True),
-                             json.dumps(config.sweep.model_dump(mode="json"), sort_keys=True))
-    if space_then != space_now:
-        differ.append("sweep")
+    differ = config_differences(validate(yaml.safe_load(saved_file.read_text()), TrainConfig, source=str(saved_file)), config)
     if differ:
         raise ConfigError(f"--resume: the config differs from the one {sweep_dir} was started with, at {', '.join(differ)}; "
                           f"resume with the same config and overrides (they are in {saved_file}), or start a new sweep")

@@ -2,6 +2,7 @@
 and the on-disk data folder `mem1 data build` writes.
 
     tasks = build_task_set(world, n_values=(1, 2, 16), tasks_per_n=100, seed=0, split="test")
+    tasks = build_task_set("test.parquet", n_values=(3,), tasks_per_n=100)  # a MEM1 task file, as it is
     built = build_data("data/world", seed=0, size="default", n_values=(1, 2, 3, 4, 8, 16), tasks_per_n=100)
 
 The folder `build_data` writes:
@@ -21,7 +22,9 @@ entity that must be looked up (a hop's subject), so an N-objective task needs N 
 lines of search, which is what makes N a measure of horizon. Composition goes through
 envs.tasks.compose_tasks on pools of entity-disjoint questions (each pool a random maximal
 such set; a new pool when one runs out). Loaded questions carry no entity links and are
-composed by compose_tasks directly (distinct questions per task).
+composed by compose_tasks directly (distinct questions per task). A MEM1 multi-objective
+file already holds composed tasks: they play as they are, each task's N is its own, and
+n_values and tasks_per_n only select among them.
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ import dataclasses
 import hashlib
 import json
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..tasks import QAItem, Task, compose_tasks
-from .loaders import load_items, write_tasks_parquet
+from .loaders import DataFormatError, read_data_file, write_tasks_parquet
 from .world import SPLITS, World, generate_world
 
 DEFAULT_N_VALUES = (1, 2, 3, 4, 8, 16)  # the paper evaluates at these N and trains at N = 2
@@ -53,23 +56,36 @@ def build_task_set(
     """`tasks_per_n` tasks for each N in `n_values`, deterministically from `seed`.
 
     source: a World (its `split` items, entity-disjoint tasks), a sequence of QAItems, or
-        a path that `load_items` reads; for items and paths `split` only names the tasks.
+        a data file (envs.data.loaders.read_data_file). A file of single questions is
+        composed like a sequence of them; a MEM1 multi-objective file's tasks are kept as
+        they are (`select_tasks`). For items and files `split` only names composed tasks.
     hops: keep only questions with these hop counts (e.g. (2,) for multi-hop only).
     """
     if tasks_per_n < 1:
         raise ValueError(f"tasks_per_n must be >= 1, got {tasks_per_n}")
+    for n in n_values:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n_values must be positive ints, got {n!r}")
     if isinstance(source, World):
         items, name = source.split_items(split), "world"
         entities_of: Callable[[str], tuple[str, ...]] | None = source.search_entities
     else:
-        items = load_items(source) if isinstance(source, (str, Path)) else list(source)
+        if isinstance(source, (str, Path)):
+            kind, records = read_data_file(source)
+            if kind == "mem1":
+                if hops is not None:
+                    raise ValueError(f"{source}: hops filters single questions; a MEM1 task file plays as it is")
+                return select_tasks(records, n_values, tasks_per_n, seed=seed, where=str(source))
+            items = list(records)
+        else:
+            items = list(source)
         name, entities_of = (items[0].source or "items") if items else "items", None
     if hops is not None:
         items = [it for it in items if it.hops in hops]
+    if isinstance(source, (str, Path)) and n_values and len(items) < max(n_values):
+        raise DataFormatError(f"{source}: n_values: N = {max(n_values)} needs as many distinct questions; the file has {len(items)}")
     out = {}
     for n in n_values:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n_values must be positive ints, got {n!r}")
         prefix = f"{name}-{split or 'all'}-"
         if entities_of is None:
             tasks = compose_tasks(items, n, tasks_per_n, seed=seed, prefix=prefix)
@@ -77,6 +93,29 @@ def build_task_set(
             tasks = _compose_entity_disjoint(items, entities_of, n, tasks_per_n, seed, where=f"{prefix}n{n}")
             tasks = [dataclasses.replace(t, id=f"{prefix}n{n}-{i}") for i, t in enumerate(tasks)]
         out[n] = [dataclasses.replace(t, meta={**t.meta, "split": split or "all"}) for t in tasks]
+    return out
+
+
+def select_tasks(tasks: Sequence[Task], n_values: Sequence[int], tasks_per_n: int, *, seed: int = 0,
+                 where: str = "tasks") -> dict[int, list[Task]]:  # fmt: skip
+    """N -> the given tasks with N objectives, for each N in `n_values`: all of them when
+    there are at most `tasks_per_n`, else `tasks_per_n` drawn by `seed` (kept in their
+    order). An N that no task has is a DataFormatError naming `where` and the Ns present."""
+    by_n: dict[int, list[Task]] = defaultdict(list)
+    for t in tasks:
+        by_n[t.num_objectives].append(t)
+    missing = [n for n in n_values if n not in by_n]
+    if missing:
+        present = ", ".join(map(str, sorted(by_n))) or "none (no tasks)"
+        raise DataFormatError(
+            f"{where}: n_values: no tasks with N = {', '.join(map(str, missing))} (asked for N = "
+            f"{', '.join(map(str, n_values))}; the file has N = {present})"
+        )
+    out = {}
+    for n in n_values:
+        pool = by_n[n]
+        keep = range(len(pool)) if len(pool) <= tasks_per_n else sorted(random.Random(f"{seed}:{n}").sample(range(len(pool)), tasks_per_n))
+        out[n] = [pool[i] for i in keep]
     return out
 
 

@@ -4,6 +4,7 @@ flow through the same `QAItem` / `Task` interfaces (envs/tasks.py).
     items = load_items("hotpot_dev_distractor_v1.json")      # HotpotQA JSON -> QAItems (hops=2)
     items = load_items("nq_search/test.parquet")             # Search-R1 parquet -> QAItems
     tasks = load_tasks("nq_hotpotqa_train_multi_3/train.parquet")  # MEM1 multi-objective -> Tasks
+    kind, records = read_data_file(path)                     # either, as the file holds them
     write_tasks_parquet(tasks, "tasks/test_n16.parquet")     # loads in the MEM1 reference too
     docs = hotpotqa_documents("hotpot_dev_distractor_v1.json")  # contexts -> corpus Documents
 
@@ -28,11 +29,14 @@ Our writers add fields the reference ignores (extra_info.task_id, extra_info.met
 JSON, extra_info.index, a `hops` column), so our files round-trip exactly and still load
 in the reference. Format detection: a '.json' file (or one starting with '[') is
 HotpotQA; a parquet file whose reward_model.ground_truth.target is a list of lists is
-MEM1 multi-objective, otherwise Search-R1.
+MEM1 multi-objective, otherwise Search-R1. Every problem with a file (missing, unreadable,
+a missing column or one of the wrong type, a bad row) is a DataFormatError naming the file
+and the column or row.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -79,6 +83,10 @@ class DataFormatError(ValueError):
     """A data file that is not in the format it claims; the message names file and field."""
 
 
+class DataFileNotFoundError(DataFormatError, FileNotFoundError):
+    """A data file that does not exist (both a DataFormatError and a FileNotFoundError)."""
+
+
 # --- HotpotQA ---------------------------------------------------------------------------
 
 
@@ -86,10 +94,12 @@ def _read_hotpotqa_records(path: Path) -> list[dict[str, Any]]:
     try:
         with path.open(encoding="utf-8") as f:
             records = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataFormatError(
             f"{path}: not valid JSON ({e}); a HotpotQA file is one JSON list of question objects"
         ) from None
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot be read ({e.strerror})") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise DataFormatError(f"{path}: expected a JSON list of HotpotQA question objects, got {type(records).__name__}")
     return records
@@ -107,10 +117,11 @@ def read_hotpotqa(path: str | Path) -> list[QAItem]:
     items = []
     for i, r in enumerate(_read_hotpotqa_records(path)):
         answer = _field(r, "answer", path, i, " (HotpotQA test files carry no answers; use a dev or train file)")
-        items.append(
-            QAItem(id=str(_field(r, "_id", path, i)), question=str(_field(r, "question", path, i)),
-                   answers=(str(answer),), source="hotpotqa", hops=2)
-        )  # fmt: skip
+        item_id, question = str(_field(r, "_id", path, i)), str(_field(r, "question", path, i))
+        try:
+            items.append(QAItem(id=item_id, question=question, answers=(str(answer),), source="hotpotqa", hops=2))
+        except ValueError as e:  # an empty question
+            raise DataFormatError(f"{path}: record {i}: {e}") from None
     return items
 
 
@@ -156,12 +167,17 @@ def _target_type(schema: pa.Schema) -> pa.DataType | None:
 def detect_format(path: str | Path) -> str:
     """'hotpotqa', 'search_r1' or 'mem1' (see the module docstring for the rules)."""
     path = Path(path)
+    if not path.exists():
+        raise DataFileNotFoundError(f"{path}: data file does not exist")
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    with path.open("rb") as f:
-        head = f.read(4)
+        raise DataFormatError(f"{path}: not a file; a data file is one parquet or JSON file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise DataFormatError(f"{path}: cannot be read ({e.strerror})") from None
     if head == b"PAR1":
-        schema = pq.read_schema(path)
+        schema = _schema(path)
         target = _target_type(schema)
         if _is_list(target) and _is_list(target.value_type):
             return "mem1"
@@ -176,10 +192,48 @@ def detect_format(path: str | Path) -> str:
     raise DataFormatError(f"{path}: unknown data format; expected HotpotQA JSON, Search-R1 parquet or MEM1 parquet")
 
 
-def _columns(path: Path, wanted: Iterable[str]) -> dict[str, list[Any]]:
-    names = pq.read_schema(path).names
-    table = pq.read_table(path, columns=[c for c in wanted if c in names])
+def _schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataFormatError(f"{path}: not a readable parquet file ({e})") from None
+
+
+def _columns(path: Path, wanted: Iterable[str], types: dict[str, tuple[Any, str]] | None = None) -> dict[str, list[Any]]:
+    """The `wanted` columns the file has, as Python lists; `types` maps a column to
+    (predicate on its Arrow type, what it should be), checked before any row is read."""
+    schema = _schema(path)
+    for column, (ok, expected) in (types or {}).items():
+        if column in schema.names and not ok(schema.field(column).type):
+            raise DataFormatError(f"{path}: column {column!r} has type {schema.field(column).type}, expected {expected}")
+    try:
+        table = pq.read_table(path, columns=[c for c in wanted if c in schema.names])
+    except (pa.ArrowException, OSError) as e:
+        raise DataFormatError(f"{path}: not a readable parquet file ({e})") from None
     return {c: table.column(c).to_pylist() for c in table.column_names}
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_messages(t: pa.DataType) -> bool:
+    return _is_list(t) and _is_string(_struct_child(t.value_type, "content") or pa.null())
+
+
+# Arrow types the readers rely on (a column absent is handled by each reader).
+_COMMON_TYPES = {
+    "data_source": (_is_string, "string"),
+    "prompt": (_is_messages, "a list of {role, content} messages"),
+    "reward_model": (pa.types.is_struct, "a struct with ground_truth.target"),
+    "extra_info": (pa.types.is_struct, "a struct"),
+}
+_ITEM_TYPES = {
+    **_COMMON_TYPES,
+    "question": (_is_string, "string"),
+    "golden_answers": (lambda t: _is_string(t) or (_is_list(t) and _is_string(t.value_type)), "a list of strings"),
+    "hops": (pa.types.is_integer, "an integer"),
+}
 
 
 def _missing(path: Path, column: str, why: str) -> DataFormatError:
@@ -196,7 +250,7 @@ def read_search_r1(path: str | Path) -> list[QAItem]:
     """Search-R1 / FlashRAG single-question parquet -> QAItems."""
     path = Path(path)
     wanted = ("id", "question", "golden_answers", "data_source", "prompt", "reward_model", "extra_info", "hops")
-    cols = _columns(path, wanted)
+    cols = _columns(path, wanted, _ITEM_TYPES)
     if "question" not in cols and "prompt" not in cols:
         raise _missing(path, "question", "and no 'prompt' to take it from")
     if "golden_answers" not in cols and "reward_model" not in cols:
@@ -245,7 +299,7 @@ def split_questions(text: str, expected: int, where: str) -> list[str]:
 def read_mem1_tasks(path: str | Path) -> list[Task]:
     """MEM1 multi-objective parquet -> Tasks (one per row)."""
     path = Path(path)
-    cols = _columns(path, ("data_source", "prompt", "reward_model", "extra_info"))
+    cols = _columns(path, ("data_source", "prompt", "reward_model", "extra_info"), _COMMON_TYPES)
     for column in ("prompt", "reward_model"):
         if column not in cols:
             why = "a MEM1 multi-objective file has the questions in 'prompt' and the answers in 'reward_model'"
@@ -261,7 +315,10 @@ def read_mem1_tasks(path: str | Path) -> list[Task]:
         questions = split_questions(_user_content(prompt, path, r), len(target), where)
         extra, source = extra or {}, source or ""
         if extra.get("meta"):  # our own files: restore the task exactly
-            meta = json.loads(extra["meta"])
+            try:
+                meta = json.loads(extra["meta"])
+            except json.JSONDecodeError as e:
+                raise DataFormatError(f"{where}: extra_info.meta is not JSON ({e})") from None
         else:
             meta = {k: extra[k] for k in ("split", "indices") if extra.get(k) is not None} | {"row": r}
         task_id = extra.get("task_id") or f"{source or path.stem}-{extra.get('split') or 'row'}-{r}"
@@ -323,21 +380,41 @@ def _write(table: pa.Table, path: str | Path) -> Path:
 
 # --- one entry point per kind of record -------------------------------------------------
 
+_READERS = {"hotpotqa": read_hotpotqa, "search_r1": read_search_r1, "mem1": read_mem1_tasks}
+
+
+def read_data_file(path: str | Path) -> tuple[str, tuple[QAItem, ...] | tuple[Task, ...]]:
+    """(format, records): the Tasks of a MEM1 multi-objective file, the QAItems of any
+    other. The one place that tells a task file from a file of single questions. A file is
+    read once per version (path, size, mtime), as a config check and the job that follows
+    both read it."""
+    path = Path(path)
+    detect_format(path)  # its errors (missing, unreadable, unknown) before the stat below
+    stat = path.stat()
+    return _read_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_cached(path: str, size: int, mtime_ns: int, inode: int) -> tuple[str, tuple[QAItem, ...] | tuple[Task, ...]]:
+    kind = detect_format(path)
+    return kind, tuple(_READERS[kind](path))
+
 
 def load_items(path: str | Path) -> list[QAItem]:
     """Single questions from HotpotQA JSON or a Search-R1 parquet (our world's files included)."""
-    kind = detect_format(path)
+    kind, records = read_data_file(path)
     if kind == "mem1":
         raise DataFormatError(f"{path}: a MEM1 multi-objective file holds tasks, not single questions; use load_tasks")
-    return read_hotpotqa(path) if kind == "hotpotqa" else read_search_r1(path)
+    return list(records)
 
 
 def load_tasks(path: str | Path) -> list[Task]:
     """Tasks from any supported file; a single-question source gives 1-objective tasks."""
-    if detect_format(path) == "mem1":
-        return read_mem1_tasks(path)
+    kind, records = read_data_file(path)
+    if kind == "mem1":
+        return list(records)
     return [
         Task(id=it.id, questions=(it.question,), answers=(it.answers,), source=it.source,
              meta={"item_ids": [it.id], "hops": [it.hops]})
-        for it in load_items(path)
+        for it in records
     ]  # fmt: skip

@@ -1,6 +1,6 @@
 """A generated world: made-up entities, their relations, passages about them, and questions.
 
-MEM1 composes N single questions into one N-objective task (MEM1.md). Offline and on a
+MEM1 composes N single questions into one N-objective task (docs/method.md). Offline and on a
 small model that needs questions whose answers the model cannot know and must search for,
 and enough of them to compose hundreds of 16-objective tasks. This module makes such a
 world from a seed:

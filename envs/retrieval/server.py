@@ -14,9 +14,9 @@ Departures from the reference, all on bad input (the reference answers a good re
 the same way): the request is bounded (number of queries, query length, topk, body size)
 and anything out of bounds or malformed gets a 4xx with a JSON body
 {"error": "<field>: <what is wrong and the limit>", "field": "<field>"}: 400 for a body
-that is not JSON, 413 for too many or too long queries or too big a body, 422 for a
-missing field, a wrong type or topk out of range. A failing search answers 500; the
-server never exits on a request. It binds 127.0.0.1 by default (the reference binds
+that is not JSON, 413 for too many or too long queries or too big a body (by its declared
+length, or counted as a chunked one streams in), 422 for a missing field, a wrong type or
+topk out of range. A failing search answers 500; the server never exits on a request. It binds 127.0.0.1 by default (the reference binds
 0.0.0.0): it has no authentication.
 
 `start_server_process` runs it as a subprocess for tests and training jobs: the child binds
@@ -38,9 +38,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from .base import Retriever
 from .corpus import Hit
@@ -60,6 +63,11 @@ class ServerLimits:
     max_query_chars: int = 2000  # characters per query
     max_topk: int = 100
     max_body_bytes: int = 8 << 20  # well above 256 queries x 2000 characters of JSON
+
+    def __post_init__(self):
+        for name in ("max_queries", "max_query_chars", "max_topk", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} (--{name.replace('_', '-')}): must be at least 1")
 
 
 class RetrieveRequest(BaseModel):
@@ -101,6 +109,15 @@ def create_app(
     # thread pool, so /health still answers while a search runs.
     search_lock = threading.Lock()
     health = {"status": "ok", **(info or {})}
+    # A body sent without Content-Length (chunked) is counted as it streams in; the check
+    # below only sees a declared length.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=limits.max_body_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 413:  # raised by RequestBodyLimitMiddleware mid-stream
+            return _error(413, "body", f"the body sent without Content-Length exceeds the limit of {limits.max_body_bytes} bytes")
+        return await http_exception_handler(request, exc)
 
     @app.middleware("http")
     async def limit_body_size(request: Request, call_next):
@@ -238,6 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--max-queries", type=int, default=ServerLimits.max_queries, help="queries per request (default: 256)")
     parser.add_argument("--max-query-chars", type=int, default=ServerLimits.max_query_chars, help="characters per query (default: 2000)")
     parser.add_argument("--max-topk", type=int, default=ServerLimits.max_topk, help="largest topk a request may ask (default: 100)")
+    parser.add_argument("--max-body-bytes", type=int, default=ServerLimits.max_body_bytes, help="request body size limit (default: 8 MiB)")
     parser.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)  # for start_server_process
     parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -246,7 +264,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run_from_args(args: argparse.Namespace) -> int:
     if not 1 <= args.topk <= args.max_topk:
         raise SystemExit(f"--topk {args.topk}: must be between 1 and --max-topk ({args.max_topk})")
-    limits = ServerLimits(max_queries=args.max_queries, max_query_chars=args.max_query_chars, max_topk=args.max_topk)
+    limits = ServerLimits(
+        max_queries=args.max_queries, max_query_chars=args.max_query_chars, max_topk=args.max_topk, max_body_bytes=args.max_body_bytes
+    )
     serve(
         args.corpus, args.index, args.host, args.port, args.cache_dir,
         limits=limits, default_topk=args.topk, ready_file=args.ready_file, exit_with_parent=args.exit_with_parent,

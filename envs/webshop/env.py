@@ -5,7 +5,7 @@
     obs, reward, terminated, truncated, info = env.step(
         "<think>Need red running shoes under $50.</think><answer>search[red running shoes]</answer>")
 
-The prompt is MEM1's WebShop prompt (MEM1.md), in our words: the instruction, the rule that
+The prompt is MEM1's WebShop prompt, in our words: the instruction, the rule that
 only the latest notes survive, the action format, and the search page as the first state.
 Each turn the model writes its notes in <think>...</think> and one action inside
 <answer>...</answer>: `search[keywords]` or `click[element]`, exactly as WebShop names them.

@@ -1,6 +1,6 @@
 """Learner throughput: packed exact replay against per-turn replay, forward + backward of the
-token log-prob loss, on the same model and the same episodes. Target (DESIGN.md's reason for
-the packer):
+token log-prob loss, on the same model and the same episodes. Target (the packer's reason to
+exist, docs/packing.md):
 
     packed replay >= 2 x the generated tokens/s of per-turn replay at 8 turns (mem1).
 
@@ -81,7 +81,7 @@ class EpisodeShape:
     SmolLM2 tokenizer: the prompt with its few-shot demonstration is 635 tokens at N=1 (830 at
     N=16); a turn's think + action (capped at max_new_tokens=160) and an observation of three
     short passages are set, not measured, at 96 and 192. A mem1 call then peaks near 1,020
-    tokens, the MEM1 paper's ~1,040 (MEM1.md)."""
+    tokens, the MEM1 paper's ~1,040."""
 
     prompt: int = 640
     generated: int = 96

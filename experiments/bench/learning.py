@@ -1,5 +1,5 @@
 """Learning: does GRPO from the SFT warm start beat SFT alone, past the SFT training horizon?
-The paper's claim (MEM1.md: SFT collapses beyond the N it was trained on, RL generalises),
+The paper's claim (arXiv 2506.15841: SFT collapses beyond the N it was trained on, RL generalises),
 tested at CPU scale. Target:
 
     SFT+GRPO EM > SFT-only EM at N = 4 and at N = 8 by more than two standard errors.

@@ -1,5 +1,5 @@
 """Memory scaling: peak tokens per model call against the number of objectives N, per memory
-policy, with the default model or a trained one (--model). The claim under test (MEM1.md; the
+policy, with the default model or a trained one (--model). The claim under test (docs/method.md; the
 paper's Fig. 1): MEM1's peak stays nearly flat as N grows while a full-context agent's grows
 with N. Headline targets (HEADLINE TARGETS below; each check reports value, target, met):
 
@@ -309,7 +309,7 @@ def notes(config, model_is_base: bool) -> list[str]:
              else "not the config's default (e.g. a fine-tuned policy); compare it with a base-model result taken the same way."))
     return [
         "Peak tokens = max over an episode's model calls of (context tokens + generated tokens), the memory proxy of "
-        "MEM1.md; 'mean' averages it over the tasks of one (policy, N), 'max' is the largest over those tasks.",
+        "the MEM1 paper; 'mean' averages it over the tasks of one (policy, N), 'max' is the largest over those tasks.",
         model,
         f"Same tasks, same model, same sampler (temperature {sampler.temperature}) for every policy: the policies differ only "
         "in what the context keeps. " + tasks,

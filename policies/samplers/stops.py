@@ -1,7 +1,7 @@
 """Where a generation ends: the stop-string cut on token boundaries and the EOS rule, shared by
 both sampler backends so that they return exactly the same ids for the same raw generation.
 
-The rule (DESIGN.md: token ids are the source of truth):
+The rule (token ids are the source of truth, docs/architecture.md):
 - EOS: the first EOS id ends the output and is kept as its last token (finish_reason "eos").
 - Stop strings: the output ends right after the first token whose addition makes the decoded
   output contain a stop string (finish_reason "stop"). That token is kept whole even when it

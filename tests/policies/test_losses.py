@@ -11,6 +11,7 @@ from policies.losses import (
     OBJECTIVES,
     POLICY_LOSSES,
     AdvantageInputs,
+    explained_variance,
     gae_advantages,
     grpo_advantages,
     masked_mean,
@@ -88,14 +89,19 @@ def test_gae_worked_numbers_skips_observation_tokens():
 def test_value_loss_and_explained_variance():
     mask = torch.ones(1, 2, dtype=torch.bool)
     returns = torch.tensor([[1.0, 0.0]])
-    loss, m = value_loss(returns.clone(), returns.clone(), returns, mask)
-    assert loss.sum().item() == 0 and m["explained_variance"].item() == pytest.approx(1.0)
+    loss = value_loss(returns.clone(), returns.clone(), returns, mask)
+    assert loss.sum().item() == 0 and explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
     # values = old values = 0, so clipping changes nothing: errors (1, 0) -> 0.5 * (1, 0)
-    loss, _ = value_loss(torch.zeros(1, 2), torch.zeros(1, 2), returns, mask)
+    loss = value_loss(torch.zeros(1, 2), torch.zeros(1, 2), returns, mask)
     assert loss.tolist() == [[0.5, 0.0]]
     # values moved past the clip: v = 1 from old 0 with clip .2 -> clipped .2, error (.8)^2 > 0
-    loss, _ = value_loss(torch.ones(1, 2), torch.zeros(1, 2), returns, mask, clip=0.2)
+    loss = value_loss(torch.ones(1, 2), torch.zeros(1, 2), returns, mask, clip=0.2)
     assert loss[0, 0].item() == pytest.approx(0.5 * 0.8**2)
+    # returns (1, 0, [9 masked]): variance .25; the mean .5 as value explains nothing (0),
+    # values (0, 1) err by 1 everywhere: 1 - 1 / .25 = -3; the masked token counts nowhere
+    returns, mask = torch.tensor([[1.0, 0.0, 9.0]]), torch.tensor([[True, True, False]])
+    assert explained_variance(torch.full((1, 3), 0.5), returns, mask).item() == pytest.approx(0.0)
+    assert explained_variance(torch.tensor([[0.0, 1.0, 0.0]]), returns, mask).item() == pytest.approx(-3.0)
 
 
 def test_registries_and_whiten():

@@ -1,5 +1,7 @@
 """Packed exact replay == per-turn replay, for every memory policy (the correctness gate of
-DESIGN.md), plus the layout DESIGN.md promises for MEM1."""
+docs/packing.md), plus the layout docs/packing.md gives for MEM1."""
+
+import zlib
 
 import numpy as np
 import pytest
@@ -71,7 +73,7 @@ def small_tiles(monkeypatch):
 @pytest.mark.parametrize("attention", ["sdpa", "tiles"])
 @pytest.mark.parametrize("policy", POLICIES)
 def test_packed_equals_per_turn_replay(tiny, policy, attention, small_tiles):
-    rng = np.random.default_rng(hash(policy) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(policy.encode()))  # stable across runs, unlike salted hash()
     episodes = [random_episode(policy, rng) for _ in range(6)]
     batch = collate([pack_episode(e) for e in episodes])
     with torch.no_grad():
