@@ -59,6 +59,13 @@ class RetrieverSection(Section):
     timeout_s: float = Field(10.0, gt=0)
     retries: int = Field(3, ge=0)
 
+    @field_validator("corpus")
+    @classmethod
+    def _corpus(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"{v} is not a file (a corpus JSONL in Search-R1's format)")
+        return v
+
 
 def _data_error(e: ValueError, named: str = "") -> PydanticCustomError:
     # the loader's message (file, then column or row), less the file when the field's value

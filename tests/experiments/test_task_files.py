@@ -119,12 +119,14 @@ def bad_input(case: str, tmp_path: Path, data: dict[str, Path]) -> tuple[Path, l
         bad = tmp_path / "bad.yaml"
         bad.write_text("data:\n  n_values: [1, 2\n  seed: 0\n")
         return bad, [], ["bad.yaml", "line 3", "not valid YAML"]
+    if case == "missing corpus":
+        return CONFIG, [f"data.source={tasks}", "data.n_values=[1]", f"retriever.corpus={tmp_path / 'nope.jsonl'}"], ["retriever.corpus", "nope.jsonl", "is not a file"]
     assert case == "no corpus"
     return CONFIG, [f"data.source={tasks}", "data.n_values=[1]"], ["data.source", "test.parquet", "retriever.corpus"]
 
 
 CASES = ["missing file", "unreadable parquet", "no_prompt", "prompt_str", "bad_count", "n not in file",
-         "unknown key", "bad yaml override", "bad yaml file", "no corpus"]  # fmt: skip
+         "unknown key", "bad yaml override", "bad yaml file", "no corpus", "missing corpus"]  # fmt: skip
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
