@@ -205,7 +205,7 @@ def test_clipfrac_and_approx_kl_are_reported_when_the_batch_is_replayed(char_mod
 def test_failed_searches_are_counted(tiny_model_dir, tmp_path):
     """A failed search is an observation, not an error, so only rollout/search_errors shows a
     dead retriever. The QA expert plays (a random model never writes a valid search) against
-    a real retriever server, which is then stopped."""
+    a real retriever server, which is then stopped, and then started again on its port."""
     from experiments.components import corpus_for
     from envs.retrieval import start_server_process
     from policies.samplers import ScriptedSampler
@@ -223,7 +223,8 @@ def test_failed_searches_are_counted(tiny_model_dir, tmp_path):
         }, TrainConfig)
 
     probe = config("http://127.0.0.1:1")  # only to find the corpus; the server gives the real URL
-    server = start_server_process(corpus_for(probe.data, probe.retriever), "bm25")
+    corpus = corpus_for(probe.data, probe.retriever)
+    server = start_server_process(corpus, "bm25")
     algo = None
     try:
         algo = build_algorithm_config(config(server.url)).build_algo()
@@ -233,6 +234,8 @@ def test_failed_searches_are_counted(tiny_model_dir, tmp_path):
         _, live = algo._train_batch(runner.sample(iteration=0))
         server.stop()
         _, dead = algo._train_batch(runner.sample(iteration=1))
+        server = start_server_process(corpus, "bm25", port=int(server.url.rsplit(":", 1)[1]))  # back, at the same URL
+        _, back = algo._train_batch(runner.sample(iteration=2))
     finally:
         server.stop()
         if algo is not None:
@@ -246,6 +249,7 @@ def test_failed_searches_are_counted(tiny_model_dir, tmp_path):
     with pytest.raises(SearchFailureError, match=rf"iteration 2: 100% of the searches failed .*max_search_error_rate=0.5; is the retriever at {server.url} up"):
         check_search_errors(dead, 0.5, server.url, iteration=2)
     check_search_errors(dead, None, server.url, iteration=2)  # None: never stops
+    assert back["rollout/search_errors"] == 0 and back["rollout/em"] > 0  # the same clients recover once it is back
 
 
 def test_grpo_with_the_kl_in_the_reward_is_rejected_naming_the_fields(char_model_dir, tmp_path):
