@@ -44,7 +44,7 @@ class ModelSection(Section):
 class SamplerSection(Section):
     backend: Literal["auto", "transformers", "vllm"] = Field("auto", description="'auto': vLLM on a GPU when installed, else transformers generate.")
     temperature: float = Field(0.0, ge=0.0, description="0 = greedy (evaluation); 1.0 for RL rollouts as in the reference.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1: all).")
     max_new_tokens: int = Field(256, ge=1, description="Cap per turn; the reference allows 1000 for 7B models.")
     max_model_len: int = Field(8192, ge=256, description="Context window; an episode whose next context does not fit ends as truncated (context_overflow).")
     vllm: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments (e.g. gpu_memory_utilization, enforce_eager).")
@@ -52,12 +52,12 @@ class SamplerSection(Section):
 
 class RetrieverSection(Section):
     corpus: Path | None = Field(None, description="Corpus JSONL (Search-R1 format); None uses the generated world's corpus.")
-    index: Literal["bm25", "dense", "hybrid"] = "bm25"
+    index: Literal["bm25", "dense", "hybrid"] = Field("bm25", description="bm25: lexical (bm25s); dense: MiniLM embeddings in faiss; hybrid: both, fused by rank.")
     mode: Literal["http", "local", "ray"] = Field("http", description="'http': start (or reach, with url) the HTTP retriever on 127.0.0.1; 'local': in-process; 'ray': one shared Ray actor.")
     url: str | None = Field(None, description="Use an already running retriever at this URL instead of starting one.")
     port: int = Field(0, ge=0, le=65535, description="Port for the retriever this job starts; 0 picks a free one.")
-    timeout_s: float = Field(10.0, gt=0)
-    retries: int = Field(3, ge=0)
+    timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for the retriever per attempt.")
+    retries: int = Field(3, ge=0, description="Retries after a timeout, connection error, 5xx or 429 (exponential backoff); then the search fails as an observation.")
 
     @field_validator("corpus")
     @classmethod
@@ -75,7 +75,7 @@ def _data_error(e: ValueError, named: str = "") -> PydanticCustomError:
 
 class DataSection(Section):
     source: str = Field("world", description="'world' (generated, offline) or a data file, read when the config loads: a MEM1 multi-objective parquet (the reference's processed files) plays its tasks as they are, each task's N from the file (n_values selects among them, tasks_per_n caps each); a Search-R1 parquet or HotpotQA JSON holds single questions, composed into N-objective tasks. A file needs retriever.corpus.")
-    world_seed: int = 0
+    world_seed: int = Field(0, description="Seed of the generated world (entities, passages, questions).")
     world_size: str = Field("default", description="'small', 'default' or a number of entities.")
     split: Literal["train", "test", "all"] = Field("test", description="The world's split to compose from; a data file is one split already (this only names composed tasks).")
     n_values: list[int] = Field([1, 2, 4, 8], description="Objectives per task to evaluate (N questions composed into one task, docs/method.md); up to 16. With a MEM1 task file: which of its Ns to play (each must be in the file).")
@@ -203,8 +203,8 @@ EnvSections = object()  # marker for the env union in error reporting
 
 class TrackingSection(Section):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; None: MLFLOW_TRACKING_URI, else a SQLite store in the output directory.")
-    experiment: str = "mem1"
-    run_name: str | None = None
+    experiment: str = Field("mem1", description="MLflow experiment the runs go to.")
+    run_name: str | None = Field(None, description="MLflow run name; None: the run folder's name.")
     parent_run_id: str | None = Field(None, description="Log the run as a child of this MLflow run (a sweep sets it for its trials).")
 
 
@@ -222,8 +222,8 @@ class CompareModel(Section):
 
 class EvalConfig(Section):
     name: str = Field("eval", description="Run name: outputs go to <output_dir>/<name>-<timestamp>.")
-    output_dir: Path = Path("runs")
-    seed: int = 0
+    output_dir: Path = Field(Path("runs"), description="Where run folders (and the default MLflow store, mlflow.db) go.")
+    seed: int = Field(0, description="Seed of sampling and of anything else random in the run.")
     policies: list[str] = Field(["mem1", "full_context", "window(k=2)"], description="Memory policies to compare (policies/memory.py).")
     model: ModelSection = ModelSection()
     compare_models: dict[str, Union[str, CompareModel]] = Field(default_factory=dict, description="More models to evaluate on the same tasks, label: hub id or folder (e.g. trained: runs/.../model), or {name: ..., policies: [...]}; their rows are named <policy>@<label>.")
@@ -264,16 +264,16 @@ class AlgorithmSection(Section):
     epochs: int = Field(1, ge=1, description="Passes over each batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per epoch.")
     micro_batch_size: int = Field(4, ge=1, description="Rows per forward/backward; gradients accumulate over a minibatch. A row is one episode (PPO), one GRPO group with training.share_prompt, or for SFT this many traces sharing their prompt prefix.")
-    clip_low: float = Field(0.2, ge=0)
+    clip_low: float = Field(0.2, ge=0, description="PPO/GRPO ratio clip below 1 (ratio >= 1 - clip_low).")
     clip_high: float = Field(0.2, ge=0, description="Upper ratio clip; > clip_low is DAPO's clip-higher.")
     kl_coef: float = Field(0.001, ge=0, description="KL to the initial policy; 0 drops the reference model (saves its memory).")
     kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="k1 = log r, k2 = (log r)^2/2, k3 = r - 1 - log r (unbiased, >= 0).")
     kl_mode: Literal["loss", "reward"] = Field("loss", description="loss: a term in the loss (GRPO); reward: a per-token penalty in PPO's rewards.")
-    entropy_coef: float = Field(0.0, ge=0)
+    entropy_coef: float = Field(0.0, ge=0, description="Weight of the entropy bonus in the loss.")
     vf_coef: float = Field(0.5, ge=0, description="PPO value-loss weight.")
-    vf_clip: float = Field(0.2, gt=0)
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(1.0, ge=0, le=1)
+    vf_clip: float = Field(0.2, gt=0, description="PPO: clip of the value update around the old values.")
+    gamma: float = Field(1.0, ge=0, le=1, description="PPO: discount per generated token.")
+    lam: float = Field(1.0, ge=0, le=1, description="PPO: GAE lambda.")
     whiten_advantages: bool = Field(False, description="PPO: normalise GAE advantages over the batch.")
 
     @model_validator(mode="after")
@@ -319,19 +319,19 @@ class MemorySection(Section):
 
 
 class TrainingSection(Section):
-    iterations: int = Field(10, ge=1)
+    iterations: int = Field(10, ge=1, description="Training iterations (sample, learn, sync); --resume may raise it.")
     checkpoint_every: int = Field(5, ge=1, description="RLlib checkpoint every k iterations (and always on exit).")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     num_env_runners: int = Field(0, ge=0, description="0: sample in the driver; k: k Ray actors.")
     num_learners: int = Field(0, ge=0, le=1, description="0: learn in the driver; 1: one Learner actor (multi-learner DDP is not supported yet).")
-    num_gpus_per_learner: float = Field(0, ge=0)
-    num_gpus_per_env_runner: float = Field(0, ge=0)
-    num_cpus_per_env_runner: float = Field(1, gt=0)
+    num_gpus_per_learner: float = Field(0, ge=0, description="GPUs of the learner (with num_learners: 1).")
+    num_gpus_per_env_runner: float = Field(0, ge=0, description="GPUs of each env runner (its vLLM engine); fractions share a GPU.")
+    num_cpus_per_env_runner: float = Field(1, gt=0, description="CPUs Ray reserves for each env runner.")
     sample_timeout_s: float | None = Field(None, gt=0, description="Wait at most this long for a remote env runner's share of an iteration; None waits as long as it takes (LLM rollouts are slow). A runner that misses it is handled as training.on_sample_timeout says.")
     on_sample_timeout: Literal["restart", "stop"] = Field("restart", description="'restart': the late runner's episodes of that iteration are dropped, it is killed and RLlib restarts it with the current weights, and the run goes on; 'stop': the run stops with an error naming the runners (after a checkpoint of the last finished iteration).")
     max_search_error_rate: float | None = Field(0.5, ge=0, le=1, description="Stop the run (after a checkpoint) when more than this share of an iteration's searches failed: a dead retriever's failures become observations, and training on them teaches nothing. None never stops.")
     attention: Literal["auto", "sdpa", "tiles", "flex"] = Field("auto", description="Packed replay attention: 'sdpa' dense mask; 'tiles' tile-sparse SDPA, skipping masked tiles (auto on CPU); 'flex' FlexAttention block mask (auto on GPU for long rows).")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory for long packed rows, about a third more compute.")
     share_prompt: bool = Field(True, description="GRPO: pack each group's episodes in one row that computes their shared prompt once (exact; policies/packer.py pack_group). PPO always packs one episode per row.")
     trainable_layers: int | None = Field(None, ge=1, description="Train only the top k decoder layers (and the final norm); None trains all. Backward stops at the lowest trainable layer: the cheap warm start on CPU.")
     init_from: str | None = Field(None, description="Start from these weights (a Hugging Face folder, e.g. an SFT run's runs/<name>-<time>/model) instead of model.name's; the tokenizer stays model.name's. The KL reference is this start.")
@@ -347,7 +347,7 @@ class SFTSection(Section):
     tasks: dict[int, int] = Field({1: 24, 2: 24, 4: 8}, description="Expert traces per N (objectives per task), from data.split; several N, so the agent learns states that scale past one horizon.")
     heldout_tasks: int = Field(4, ge=0, description="Held-out expert traces per N, from the test split, for the held-out loss after every epoch (a trace file: its last this-many lines).")
     min_em: float | None = Field(None, ge=0, le=1, description="Keep only expert traces whose mean EM over objectives is at least this; None keeps all (the expert is grounded: it never writes a fact it did not see).")
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(2, ge=1, description="Passes over the traces.")
     batch_size: int = Field(8, ge=1, description="Traces per optimizer step (micro-batches of algorithm.micro_batch_size accumulate).")
 
     @field_validator("tasks")
@@ -431,9 +431,9 @@ class SweepSection(Section):
 
 
 class TrainConfig(Section):
-    name: str = "train"
-    output_dir: Path = Path("runs")
-    seed: int = 0
+    name: str = Field("train", description="Run name: outputs go to <output_dir>/<name>-<timestamp>; --resume finds the newest by it.")
+    output_dir: Path = Field(Path("runs"), description="Where run folders (and the default MLflow store, mlflow.db) go.")
+    seed: int = Field(0, description="Seed of sampling, task order and initialisation.")
     model: ModelSection = ModelSection()
     sampler: SamplerSection = SamplerSection(temperature=1.0)
     retriever: RetrieverSection = RetrieverSection()
