@@ -121,8 +121,9 @@ class Mem1Algorithm(Algorithm):
         training.sample_timeout_s. A late runner is killed so that Ray restarts it and RLlib
         restores it in the same way (left alone, it would go on with a stale sample while the
         next iteration's call queues behind it), or, by config, the run stops here."""
-        died = [i for i in dispatched if i not in returned and i not in self.env_runner_group.healthy_env_runner_ids()]
-        late = [i for i in dispatched if i not in returned and i not in died]
+        healthy = set(self.env_runner_group.healthy_env_runner_ids())  # RLlib has marked the dead ones
+        died = [i for i in dispatched if i not in returned and i not in healthy]
+        late = [i for i in dispatched if i not in returned and i in healthy]
         if late:
             manager = self.env_runner_group._worker_manager  # no public handle on one runner's actor
             for i in late:  # also before stopping: shutting down would wait on a hung runner

@@ -554,41 +554,29 @@ def _section_of(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return None if node is EnvSections else node
 
 
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys (lists and scalars are the leaves)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
 def flat_params(config: BaseModel) -> dict[str, Any]:
     """The config as flat `section.key` params for MLflow (scalars only; lists joined)."""
-    out: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        elif isinstance(value, (list, tuple)):
-            out[prefix] = ",".join(str(v) for v in value)
-        else:
-            out[prefix] = value
-
     # a sweep's space is the sweep's parent run's param, not each trial's
-    walk("", config.model_dump(mode="json", exclude={"sweep"} if "sweep" in type(config).model_fields else None))
-    return out
+    dumped = config.model_dump(mode="json", exclude={"sweep"} if "sweep" in type(config).model_fields else None)
+    return {k: ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else v for k, v in _flatten(dumped).items()}
 
 
 def config_differences(before: BaseModel, now: BaseModel, ignore: tuple[str, ...] = ()) -> list[str]:
     """The dotted keys whose values differ between two configs of one type (a resumed run or
     sweep is checked against the config it was started with), less `ignore` and keys under it."""
-    a, b = (x.model_dump(mode="json") for x in (before, now))
-    out: list[str] = []
-
-    def walk(prefix: str, x: Any, y: Any) -> None:
-        if any(prefix == k or prefix.startswith(k + ".") for k in ignore):
-            return
-        if isinstance(x, dict) and isinstance(y, dict):
-            for k in sorted(set(x) | set(y)):
-                walk(f"{prefix}.{k}" if prefix else k, x.get(k), y.get(k))
-        elif x != y:
-            out.append(prefix)
-
-    walk("", a, b)
-    return out
+    a, b = (_flatten(x.model_dump(mode="json")) for x in (before, now))
+    ignored = lambda key: any(key == k or key.startswith(k + ".") for k in ignore)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not ignored(k))
 
 
 # -- the configuration reference ------------------------------------------------------------

@@ -67,8 +67,9 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, all
     algo = None
     try:
         with make_domain(config) as domain:
-            algo = build_algorithm_config(config, domain.worker_overrides()).build_algo()
-            retriever = domain.worker_overrides().get("retriever.url") or config.retriever.url or f"retriever.mode={config.retriever.mode}"
+            overrides = domain.worker_overrides()
+            algo = build_algorithm_config(config, overrides).build_algo()
+            retriever = overrides.get("retriever.url") or config.retriever.url or f"retriever.mode={config.retriever.mode}"
             if state.get("checkpoints"):
                 checkpoint = state["checkpoints"][-1]
                 algo.restore_from_path(checkpoint)
@@ -100,10 +101,10 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, all
                         metrics["perf/iteration_s"] = time.perf_counter() - t0
                         it = algo.training_iteration
                         history.append({"iteration": it, **metrics})
-                        pending.append((it, metrics))
                         if log_each_iteration:
                             tracking.log_metrics(metrics, step=it)
-                            pending.clear()
+                        else:
+                            pending.append((it, metrics))
                         with open(run_dir / "metrics.jsonl", "a") as f:
                             f.write(json.dumps({"iteration": it, **metrics}) + "\n")
                         if not quiet:
