@@ -152,6 +152,18 @@ def _terminated_trials(sweep_dir) -> set[str]:
     return done
 
 
+def _mark_running(sweep_dir, trial_id: str) -> None:
+    """Rewrite Tune's newest saved experiment state so that `trial_id` reads as still running."""
+    state_file = max((sweep_dir / "tune").glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    state = json.loads(state_file.read_text())
+    for pair in state["trial_data"]:
+        trial = json.loads(pair[0])
+        if trial["trial_id"] == trial_id:
+            trial["status"] = "RUNNING"
+            pair[0] = json.dumps(trial)
+    state_file.write_text(json.dumps(state))
+
+
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(char_model_dir, tmp_path):
     """SIGKILL the driver once Tune has recorded a finished trial; `--resume` finishes the
     sweep, and the finished trial's training run is not made again."""
@@ -177,22 +189,29 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(char_model_dir
     runs_before = {p.name for p in (sweep_dir / "trials").glob("toy-*")}
 
     parent_before = json.loads((sweep_dir / "sweep_state.json").read_text())["mlflow_run_id"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(tmp_path / 'runs').resolve() / 'mlflow.db'}")
+    experiment_id = client.get_run(parent_before).info.experiment_id
+    # trials whose training ended, as Tune may not have recorded yet when the driver died
+    trained = {r.data.tags["mlflow.runName"][len("trial-"):] for r in client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_before}' and attributes.status = 'FINISHED'")}
+    assert finished <= trained
+    # and one that Tune did record is made to look unrecorded (the state a kill just after a
+    # trial's end leaves), so the replay of a trained trial is exercised every time
+    _mark_running(sweep_dir, sorted(finished)[0])
     with pytest.raises(ConfigError, match=r"--resume: the config differs .* at algorithm.group_size"):
         sweep(path, ["algorithm.group_size=2"], resume=True, quiet=True)  # refused before anything runs
 
     result = sweep(path, resume=True, quiet=True)
 
     assert result.mlflow_run_id == parent_before  # the same parent run continues
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(tmp_path / 'runs').resolve() / 'mlflow.db'}")
-    children = client.search_runs([client.get_run(parent_before).info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent_before}'")
+    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_before}'")
     statuses = sorted(c.info.status for c in children)
     assert "RUNNING" not in statuses and statuses.count("FINISHED") == 3  # the killed trials' runs end as KILLED
     assert {t["mlflow_run_id"] for t in result.trials} <= {c.info.run_id for c in children if c.info.status == "FINISHED"}
     assert result.sweep_dir == sweep_dir and len(result.trials) == 3
     assert all(t["status"] == "TERMINATED" and t["iterations"] == 2 for t in result.trials)
     runs_after = {p.name for p in (sweep_dir / "trials").glob("toy-*")}
-    for trial_id in finished:  # one training run per finished trial: it was not run again
+    for trial_id in trained:  # one training run per trial that had trained: it was not run again
         assert len([r for r in runs_after if f"-{trial_id}-" in r]) == 1
     assert runs_before <= runs_after
 

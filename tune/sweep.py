@@ -24,7 +24,8 @@ trials up; the parent holds the sweep's space, its best trial and `sweep.json`.
     runs/<name>-sweep-<time>/sweep.json    every trial's values and last metrics, the best, the Pareto front
 
 `--resume` restores the newest sweep of the config's name: finished trials stay finished,
-unfinished ones start again. `--address` runs on an existing Ray cluster.
+unfinished ones start again (a trial whose training ended just before the driver died, so
+that Tune never recorded it, reports its metrics again instead of retraining). `--address` runs on an existing Ray cluster.
 """
 
 from __future__ import annotations
@@ -146,7 +147,30 @@ def _trial(params: dict[str, Any], *, base: dict[str, Any], trials_dir: str, tra
     tracking_section.update(tracking_uri=tracking_uri, parent_run_id=parent_run_id, run_name=f"trial-{trial_id}")
     config = validate(data, TrainConfig, source=f"trial {trial_id}")
     node = ray.get_runtime_context().get_node_id()  # where the trial ran (sweep.json), on a cluster too
-    train(config, quiet=True, log_each_iteration=True, on_iteration=lambda it, metrics: tune.report({**metrics, "trial_values": json.dumps(values), "trial_node": node}))
+    report = lambda metrics: tune.report({**metrics, "trial_values": json.dumps(values), "trial_node": node})
+    finished = _finished_run(Path(trials_dir), config.name, tracking_uri)
+    if finished is not None:
+        # the training ended before a killed driver's Tune state recorded it: report it again, do not retrain
+        for line in finished:
+            report(line)
+        return
+    train(config, quiet=True, log_each_iteration=True, on_iteration=lambda it, metrics: report(metrics))
+
+
+def _finished_run(trials_dir: Path, name: str, tracking_uri: str) -> list[dict[str, Any]] | None:
+    """The per-iteration metrics of this trial's training run if one ran to its end (its
+    MLflow run ended FINISHED, which happens after the model export), else None."""
+    import mlflow
+
+    for run_dir in sorted(trials_dir.glob(f"{name}-*"), reverse=True):
+        try:
+            run_id = json.loads((run_dir / "run.json").read_text()).get("mlflow_run_id")
+            if run_id and mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.status == "FINISHED":
+                lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+                return [{k: v for k, v in json.loads(line).items() if k != "iteration"} for line in lines if line.strip()]
+        except (OSError, ValueError, mlflow.exceptions.MlflowException):  # a run killed before it wrote these
+            continue
+    return None
 
 
 # -- the sweep ------------------------------------------------------------------------------
