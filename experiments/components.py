@@ -57,9 +57,9 @@ def task_sets(data: DataSection, split: str | None = None) -> dict[int, list[Tas
 
 
 @contextlib.contextmanager
-def open_retriever(section: RetrieverSection, corpus: Path) -> Iterator[Retriever]:
+def open_retriever(section: RetrieverSection, corpus: Path, host: str = "127.0.0.1") -> Iterator[Retriever]:
     """A retriever for the job's lifetime: an existing URL, a server this job starts (and
-    stops) on 127.0.0.1, a shared Ray actor, or the index in-process."""
+    stops) on `host`, a shared Ray actor, or the index in-process."""
     if section.url:
         yield HttpRetriever(section.url, timeout=section.timeout_s, retries=section.retries)
         return
@@ -75,7 +75,7 @@ def open_retriever(section: RetrieverSection, corpus: Path) -> Iterator[Retrieve
         return
     from envs.retrieval import start_server_process
 
-    server = start_server_process(corpus, section.index, port=section.port)
+    server = start_server_process(corpus, section.index, host=host, port=section.port)
     log.info("retriever (%s) serving %s at %s", section.index, corpus, server.url)
     try:
         yield HttpRetriever(server.url, timeout=section.timeout_s, retries=section.retries)

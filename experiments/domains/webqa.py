@@ -3,9 +3,10 @@
 Tasks are the QA domain's (the generated world or a task file, experiments.components.
 task_sets); each episode is a `QAEnv` whose retriever is a `WebSearchRetriever` for
 `env.provider` at `env.url`. With `env.url: null` the domain starts a local search server
-on 127.0.0.1 (envs/webqa/server.py) over the world's corpus (or `retriever.corpus`), which
-speaks both wire formats, and stops it on exit; Ray env runners get its URL (and the cache
-folder) through `worker_overrides`, so they share it instead of starting their own.
+(envs/webqa/server.py) on 127.0.0.1, or on this node's address on a multi-node Ray cluster,
+over the world's corpus (or `retriever.corpus`), which speaks both wire formats, and stops
+it on exit; Ray env runners get its URL (and the cache folder) through `worker_overrides`,
+so they share it instead of starting their own.
 
 Results are cached under `env.cache_dir`. Against a real API the default is
 `<output_dir>/webqa-cache`, kept between runs: a rerun of the same evaluation sends no
@@ -27,6 +28,7 @@ from envs.webqa import WebSearchRetriever, make_web_retriever
 
 from ..components import corpus_for, task_sets
 from .base import Domain
+from .qa import service_host
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class WebQADomain(Domain):
             corpus = corpus_for(self.config.data, self.config.retriever)
             # The local server requires the configured key, so the key path is exercised as with a real API.
             api_key = os.environ.get(env.api_key_env) if env.api_key_env else None
-            self.server = self.stack.enter_context(start_local_search_server(corpus, api_key=api_key))
+            self.server = self.stack.enter_context(start_local_search_server(corpus, host=service_host(), api_key=api_key))
             url = self.server.url
             log.info("local search server (SearXNG and Serper-style APIs) serving %s at %s", corpus, url)
             if self.cache_dir is None:
