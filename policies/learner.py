@@ -14,6 +14,12 @@ One `update()` call (RLlib's LearnerGroup.update with the whole batch) runs, in 
    minibatch's generated-token count, so the result does not depend on the micro-batch
    size (tested).
 
+With several learners (`training.num_learners` > 1) RLlib shards the batch by rows and wraps
+the module in torch DDP, which averages the learners' gradients. Every count that normalises
+a loss or a metric is summed over the learners first, so the averaged gradient, the loss and
+the metrics equal those of one learner on the whole batch even when the shards hold different
+token counts (tested); a micro-batch's gradient is all-reduced only with the minibatch's last.
+
 RLlib's own minibatch iterator is not used (`minibatch_size=None`, `num_epochs=1` at the
 call site): it cannot accumulate gradients and would re-run step 1 per minibatch.
 
@@ -23,17 +29,19 @@ YAML `algorithm:` section); every key is documented in experiments/config.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from . import columns as C
-from .losses import KL_ESTIMATORS, OBJECTIVES, POLICY_LOSSES, AdvantageInputs, explained_variance, masked_mean, value_loss
+from .losses import KL_ESTIMATORS, OBJECTIVES, POLICY_LOSSES, AdvantageInputs, explained_variance, value_loss
 from .packer import PackedBatch
 from .rl_module import ENTROPY, LOGP, VALUES
 
@@ -92,13 +100,27 @@ class Mem1Learner(TorchLearner):
         s = self.settings
         return s["epochs"] * s["minibatches"] == 1 and not self.objective.critic
 
+    @property
+    def world(self) -> int:
+        return dist.get_world_size() if self.distributed else 1
+
+    def _all_reduce(self, t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+        """`t` reduced over the learners (unchanged with one): the whole batch's value."""
+        if self.distributed:
+            dist.all_reduce(t, op=op)
+        return t
+
     @override(TorchLearner)
     def _update(self, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
         mid = DEFAULT_MODULE_ID
         cols = batch[mid]
-        module = self.module[mid].unwrapped()
+        wrapped = self.module[mid]  # DDP with several learners: its forward arms the gradient all-reduce
+        module = wrapped.unwrapped()
         s = self.settings
         rows = cols[C.INPUT_IDS].shape[0]
+        if self.distributed and rows < s["minibatches"]:  # every learner must take the same optimizer steps
+            raise ValueError(f"this learner's shard has {rows} rows, fewer than algorithm.minibatches={s['minibatches']}; "
+                             f"pad the batch with experiments.algorithm.shardable before LearnerGroup.update")
         loss_mask = cols[C.LOSS_MASK].bool()
 
         self._mismatch_max = 0.0
@@ -111,34 +133,43 @@ class Mem1Learner(TorchLearner):
             for minibatch in np.array_split(order, s["minibatches"]):
                 if minibatch.size == 0:
                     continue
-                n_tokens = loss_mask[minibatch].sum().clamp(min=1)
+                # the whole minibatch's tokens, over all learners' shards of it
+                n_tokens = self._all_reduce(loss_mask[minibatch].sum().float()).clamp(min=1)
                 for optim in self._optimizer_parameters:
                     optim.zero_grad(set_to_none=True)
-                self._normalizer = n_tokens
+                # DDP divides the summed gradients by the learner count: multiplying the loss
+                # by it back makes the result the token mean over the whole minibatch
+                self._normalizer = n_tokens / self.world
                 self._sums = {}
                 for start in range(0, minibatch.size, s["micro_batch_size"]):
+                    last = start + s["micro_batch_size"] >= minibatch.size
                     idx = torch.as_tensor(minibatch[start : start + s["micro_batch_size"]], device=self._device)
                     micro = {k: v[idx] for k, v in {**cols, **extra}.items()}
-                    fwd_out = module.packed_forward(PackedBatch.from_columns(micro), values=self.objective.critic, entropy=True)
-                    loss = self.compute_loss_for_module(module_id=mid, config=self.config, batch=micro, fwd_out=fwd_out)
-                    loss.backward()
+                    with contextlib.nullcontext() if last or not self.distributed else wrapped.no_sync():
+                        fwd_out = wrapped(micro)  # forward_train: CausalLMModule._forward_train
+                        loss = self.compute_loss_for_module(module_id=mid, config=self.config, batch=micro, fwd_out=fwd_out)
+                        loss.backward()
                     total = total + loss.detach()
                 grads = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
                 self.apply_gradients(self.postprocess_gradients(grads))
-                for k, v in self._sums.items():
-                    if step or k not in RATIO_METRICS:
-                        self.metrics.log_value((mid, k), float(v / n_tokens), window=1)
+                keys = [k for k in self._sums if step or k not in RATIO_METRICS]
+                if keys:
+                    sums = self._all_reduce(torch.stack([torch.as_tensor(self._sums[k], dtype=torch.float32, device=self._device) for k in keys]))
+                    for k, v in zip(keys, sums / n_tokens):
+                        self.metrics.log_value((mid, k), float(v), window=1)
                 step += 1
         if self.on_policy and self.objective.sampled:
-            self.metrics.log_value((mid, "rollout_logp_mismatch_max"), self._mismatch_max, window=1)
+            worst = self._all_reduce(torch.tensor(self._mismatch_max, device=self._device), op=dist.ReduceOp.MAX)
+            self.metrics.log_value((mid, "rollout_logp_mismatch_max"), float(worst), window=1)
         steps = s["epochs"] * s["minibatches"]
-        return fwd_out, {mid: total / steps}, {}
+        return fwd_out, {mid: self._all_reduce(total) / (steps * self.world)}, {}
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
         """Loss of one micro-batch: per-token terms summed over its generated tokens and
-        divided by the whole minibatch's token count (`self._normalizer`), so summing the
-        micro-batch gradients gives the token-mean gradient of the minibatch. Metric token
+        divided by the whole minibatch's token count (`self._normalizer`; over all learners,
+        per learner), so summing the micro-batch gradients (and averaging the learners') gives
+        the token-mean gradient of the minibatch. Metric token
         sums accumulate in `self._sums`."""
         s = self.settings
         mask = batch[C.LOSS_MASK].bool()
@@ -191,7 +222,7 @@ class Mem1Learner(TorchLearner):
         # (compute_loss_for_module) and this extra forward over every token is skipped.
         on_policy = self.on_policy
         old_logp = torch.zeros(loss_mask.shape, device=self._device)
-        ref_logp = torch.zeros_like(old_logp) if module.ref is not None else None
+        ref_logp = torch.zeros_like(old_logp) if module.has_reference else None
         old_values = torch.zeros_like(old_logp) if want_values else None
         for start in range(0, rows, s["micro_batch_size"]) if not on_policy or ref_logp is not None else ():
             idx = torch.arange(start, min(rows, start + s["micro_batch_size"]), device=self._device)
@@ -208,9 +239,11 @@ class Mem1Learner(TorchLearner):
         if not on_policy:
             extra[C.OLD_LOGP] = old_logp
         if not on_policy and self.objective.sampled:
-            mismatch = (old_logp - cols[C.SAMPLE_LOGP]).abs()
-            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch"), float(masked_mean(mismatch, loss_mask)), window=1)
-            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch_max"), float((mismatch * loss_mask).max()), window=1)
+            mismatch = (old_logp - cols[C.SAMPLE_LOGP]).abs() * loss_mask
+            summed, count = self._all_reduce(torch.stack([mismatch.sum(), loss_mask.sum().float()]))
+            worst = self._all_reduce(mismatch.max(), op=dist.ReduceOp.MAX)
+            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch"), float(summed / count.clamp(min=1)), window=1)
+            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch_max"), float(worst), window=1)
         if ref_logp is not None:
             extra[C.REF_LOGP] = ref_logp
 

@@ -415,8 +415,11 @@ def dense_mask(block_ids: torch.Tensor, chains: torch.Tensor) -> torch.Tensor:
 
 
 def flex_block_mask(block_ids: torch.Tensor, chains: torch.Tensor):
-    """The same mask as a FlexAttention BlockMask (GPU, long episodes): never materialises
-    an L x L tensor. Keys after the query are always masked, so whole tiles are skipped."""
+    """The same mask as `dense_mask`, as a FlexAttention BlockMask for transformers'
+    "flex_attention" implementation (`forward_packed(attention="flex")`). It is built once per
+    batch (`create_block_mask` evaluates `mask_mod` as a transient (B, L, L) bool tensor);
+    the attention kernel then skips every tile the mask hides (all tiles above the diagonal,
+    and between turns), and its compiled form never materialises the L x L scores."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     bsz, length = block_ids.shape
@@ -424,13 +427,16 @@ def flex_block_mask(block_ids: torch.Tensor, chains: torch.Tensor):
 
     def mask_mod(b, h, q_idx, kv_idx):
         qb, kb = blocks[b, q_idx], blocks[b, kv_idx]
-        sees = chains[b, qb.clamp(min=0), kb.clamp(min=0)] & (kb >= 0) & (qb >= 0)
-        return sees | ((qb == kb) & (kv_idx <= q_idx))
+        real = (qb >= 0) & (kb >= 0)
+        sees = chains[b, qb.clamp(min=0), kb.clamp(min=0)] & real
+        # a padding token (block -1) sees itself only, as in `dense_mask`
+        return sees | ((qb == kb) & (kv_idx <= q_idx) & real) | ((qb < 0) & (q_idx == kv_idx))
 
     return create_block_mask(mask_mod, B=bsz, H=None, Q_LEN=length, KV_LEN=length, device=block_ids.device)
 
 
 ATTENTIONS = ("sdpa", "tiles", "flex")  # dense mask; tile-sparse SDPA (CPU); FlexAttention block mask (GPU)
+FLEX_ATTENTION = "flex_attention"  # transformers' FlexAttention implementation (its AttentionInterface name)
 
 
 def forward_packed(
@@ -447,19 +453,36 @@ def forward_packed(
     "values" from `value_head` on the hidden state that predicted it (if given).
 
     Logits are computed only at the N predicting positions ((N, V), not (B, L, V)); memory
-    is bounded by micro-batching in the learner."""
+    is bounded by micro-batching in the learner.
+
+    attention="flex" runs the model, whatever it was loaded with, under transformers'
+    "flex_attention" implementation for this call, with `flex_block_mask` as the mask: a
+    4-D mask reaches the attention layers as is (transformers builds no causal mask of its
+    own), and transformers compiles `flex_attention` once per process. On CPU, torch's
+    FlexAttention runs forward only (no backward), so there a pass that would need
+    gradients is refused with ValueError; use "tiles" to train on CPU."""
     if attention not in ATTENTIONS:
         raise ValueError(f"attention={attention!r}: allowed {ATTENTIONS}")
-    mask = flex_block_mask(batch.block_ids, batch.chains) if attention == "flex" else dense_mask(batch.block_ids, batch.chains)
     backbone = getattr(model, model.base_model_prefix)  # the decoder without the LM head
-    inputs = dict(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask)
-    if attention == "tiles":  # the same mask, computed tile-sparse (policies/tile_attention.py)
+    inputs = dict(input_ids=batch.input_ids, position_ids=batch.position_ids)
+    if attention == "flex":
+        from .tile_attention import use_attention
+
+        if batch.input_ids.device.type == "cpu" and torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()):
+            raise ValueError(
+                "attention='flex' (training.attention) cannot train on CPU: torch's FlexAttention has no CPU "
+                "backward; use 'tiles' (the CPU default of 'auto') or 'sdpa', or run under torch.no_grad()"
+            )
+        with use_attention(model, FLEX_ATTENTION):
+            hidden = backbone(**inputs, attention_mask=flex_block_mask(batch.block_ids, batch.chains)).last_hidden_state
+    elif attention == "tiles":  # the dense mask, computed tile-sparse (policies/tile_attention.py)
         from .tile_attention import NAME, tile_plan, use_attention
 
+        mask = dense_mask(batch.block_ids, batch.chains)
         with use_attention(model, NAME):
-            hidden = backbone(**inputs, tile_plan=tile_plan(mask)).last_hidden_state
+            hidden = backbone(**inputs, attention_mask=mask, tile_plan=tile_plan(mask)).last_hidden_state
     else:
-        hidden = backbone(**inputs).last_hidden_state  # (B, L, H)
+        hidden = backbone(**inputs, attention_mask=dense_mask(batch.block_ids, batch.chains)).last_hidden_state  # (B, L, H)
     rows, cols = batch.loss_mask.nonzero(as_tuple=True)  # (N,)
     h = hidden[rows, batch.logit_index[rows, cols]]  # (N, H)
     logp_all = torch.log_softmax(model.get_output_embeddings()(h).float() / temperature, dim=-1)  # (N, V)

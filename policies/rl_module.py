@@ -3,7 +3,8 @@
 The module is the learner's view of the policy: one packed forward pass per episode
 (policies/packer.py) gives the log-prob and entropy of every generated token, and, for PPO,
 a value per generated token from a linear head on the hidden state that predicted it.
-A frozen copy of the initial weights is kept as the KL reference when KL is on.
+A frozen copy of the initial weights is kept as the KL reference when KL is on (with LoRA,
+no copy: the base model with the adapters switched off is the reference).
 
 Env runners never build this module: they sample with a vLLM or transformers sampler and
 receive the policy's weights through `get_state(inference_only=True)`, which returns the
@@ -15,13 +16,14 @@ model_config keys (set by experiments/algorithm.py from the YAML config):
     attention: "auto" | "sdpa" | "tiles" | "flex"   temperature: float (log-probs of logits / T)
     gradient_checkpointing: bool               autocast: "bfloat16" | None (GPU)
     trainable_layers: int | None (train only the top k decoder layers; None: all)
+    lora: {r, alpha, dropout, target_modules} | None (peft LoRA adapters; only they train)
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
@@ -46,19 +48,26 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
     @override(TorchRLModule)
     def setup(self) -> None:
         cfg = self.model_config
+        # With autocast (GPU, dtype float32) the parameters stay float32: autocast casts each
+        # matmul's inputs to bfloat16, so the optimizer updates float32 master weights.
         self.policy = load_model(cfg["model"], dtype=cfg.get("dtype", "float32"))
         self.policy.config.use_cache = False
         train_top_layers(self.policy, cfg.get("trainable_layers"))
         if cfg.get("gradient_checkpointing"):
             self.policy.gradient_checkpointing_enable()
+        self.lora = bool(cfg.get("lora"))
+        if self.lora:
+            self.policy = _with_lora(self.policy, cfg["lora"])
         hidden = self.policy.config.hidden_size
         self.value_head = torch.nn.Linear(hidden, 1) if cfg.get("value_head") and not self.inference_only else None
         if self.value_head is not None:
             torch.nn.init.zeros_(self.value_head.weight)  # start from V = 0: no early value noise
             torch.nn.init.zeros_(self.value_head.bias)
         self.ref = None
-        if cfg.get("reference") and not self.inference_only:
+        # LoRA: the reference is the base with the adapters off (reference_logp), no copy
+        if cfg.get("reference") and not self.inference_only and not self.lora:
             self.ref = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.has_reference = bool(cfg.get("reference")) and not self.inference_only
         self.temperature = float(cfg.get("temperature", 1.0)) or 1.0
 
     @override(InferenceOnlyAPI)
@@ -84,7 +93,7 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
                 attention = "tiles" if length > TILE else "sdpa"
         with self._autocast():
             return forward_packed(
-                self.policy if model is None else model, batch, attention=attention, temperature=self.temperature,
+                self.lm if model is None else model, batch, attention=attention, temperature=self.temperature,
                 entropy=entropy, value_head=self.value_head if values else None,
             )
 
@@ -96,10 +105,19 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, torch.Tensor]:
         return self.packed_forward(PackedBatch.from_columns(batch), entropy=False)
 
+    @property
+    def lm(self):
+        """The Hugging Face causal LM the forward passes run (with LoRA: peft's wrapper's
+        base model, whose linear layers carry the adapters)."""
+        return self.policy.get_base_model() if self.lora else self.policy
+
     @torch.no_grad()
     def reference_logp(self, batch: PackedBatch) -> torch.Tensor | None:
-        if self.ref is None:
+        if not self.has_reference:
             return None
+        if self.lora:
+            with self.policy.disable_adapter():
+                return self.packed_forward(batch, entropy=False)[LOGP]
         return self.packed_forward(batch, model=self.ref, entropy=False)[LOGP]
 
     # -- weights -------------------------------------------------------------------------
@@ -109,8 +127,40 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
         if inference_only:
             # What samplers load: the Hugging Face state dict (HF names), CPU tensors. RLlib's
             # default would convert to numpy, which cannot hold bf16.
-            return {k: v.detach().to("cpu") for k, v in self.policy.state_dict().items()}
+            weights = _merged_state_dict(self.lm) if self.lora else self.policy.state_dict().items()
+            return {k: v.detach().to("cpu") for k, v in weights}
         return super().get_state(components, not_components=not_components, inference_only=False, **kwargs)
+
+
+def _with_lora(model, lora: dict[str, Any]):
+    """peft's LoRA wrapper around `model`: adapters on `lora["target_modules"]`, every base
+    weight frozen. peft keeps the adapters float32 under a bfloat16 base (its default
+    autocast_adapter_dtype), so they are the master weights of what trains."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=list(lora["target_modules"]), bias="none")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # no module of the model matches a name
+        raise ValueError(f"model.lora.target_modules={lora['target_modules']}: {e}") from None
+
+
+def _merged_state_dict(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """The base model's Hugging Face state dict with the adapter folded in (W + scale * B A),
+    computed on the side (merging in place and back would perturb the base weights), one
+    layer at a time so that only one merged weight exists on the GPU at once."""
+    from peft.tuners.lora import LoraLayer
+
+    adapted = {f"{name}.weight": m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
+    for key, value in model.state_dict().items():
+        if ".lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        if key in adapted:  # one adapter ("default"); the sum is rounded to the base dtype once
+            (adapter,) = adapted[key].active_adapters
+            value = (value + adapted[key].get_delta_weight(adapter)).to(value.dtype)
+        yield key, value
 
 
 def policy_columns(batch: PackedBatch) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ A packed MEM1 episode has a block mask: each turn's tokens see the prompt, the p
 turn's copy and observation, and themselves. SDPA with the dense (L, L) mask computes every
 query-key pair and discards the masked ones, so its cost grows with the square of the packed
 length and eats the gain of packing (experiments/bench/learner). FlexAttention skips masked
-tiles, but on CPU it needs torch.compile. This does the same with plain SDPA calls: the
+tiles, but on CPU torch runs it forward only (no backward), so it cannot train there. This does the same with plain SDPA calls: the
 queries are cut into tiles, each tile attends only to the key tiles its mask touches
 (gathered), with the matching slice of the mask. Same numbers as dense SDPA (tested), work
 proportional to the unmasked tiles.

