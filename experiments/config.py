@@ -37,7 +37,7 @@ class Section(BaseModel):
 class LoraSection(Section):
     """LoRA adapters (peft) on the policy: only the adapters train, the base weights stay
     frozen in model.dtype, and the KL reference is the base with the adapters switched off
-    (no second copy of the model). Samplers still get the merged weights (W + BA) under the
+    (no second copy of the model). Samplers still get the merged weights (W + alpha/r · BA) under the
     base model's names."""
 
     r: int = Field(16, ge=1, description="Rank of each adapter.")
@@ -339,7 +339,7 @@ class TrainingSection(Section):
     checkpoint_every: int = Field(5, ge=1, description="RLlib checkpoint every k iterations (and always on exit).")
     keep_checkpoints: int = Field(2, ge=1, description="How many of the newest checkpoints to keep.")
     num_env_runners: int = Field(0, ge=0, description="0: sample in the driver; k: k Ray actors.")
-    num_learners: int = Field(0, ge=0, description="0: learn in the driver; 1: one Learner actor; k > 1: k data-parallel Learner actors (torch DDP, gloo on CPU, NCCL on GPUs), each on a shard of the batch's rows, with the gradient, loss and metrics of one learner on the whole batch (not with algorithm.whiten_advantages or algorithm.name: sft).")
+    num_learners: int = Field(0, ge=0, description="0: learn in the driver; 1: one Learner actor; k > 1: k data-parallel Learner actors (torch DDP, gloo on CPU, NCCL on GPUs), each on a shard of the batch's rows, with the gradient, loss and metrics of one learner on the whole batch (PPO's explained variance excepted: per shard; not with algorithm.whiten_advantages or algorithm.name: sft).")
     num_gpus_per_learner: float = Field(0, ge=0, description="GPUs of each Learner actor (with num_learners >= 1).")
     gpu_memory_gb: float | None = Field(None, gt=0, description="Memory of one learner GPU in GiB: the config is refused at load when the learner's estimated peak (experiments/memory_estimate.py: weights, gradients, AdamW, reference, activations, logits) exceeds it. None: no check.")
     num_gpus_per_env_runner: float = Field(0, ge=0, description="GPUs of each env runner (its vLLM engine); fractions share a GPU.")
@@ -567,8 +567,6 @@ def validate(data: dict[str, Any], cls: type[Section], source: str = "config") -
                 section = _section_of(cls, err["loc"][:-1])
                 allowed = ", ".join(sorted(section.model_fields)) if section else "?"
                 lines.append(f"{key}: unknown key; allowed here: {allowed}")
-            elif not key:  # a check across sections: its message names the fields
-                lines.append(err["msg"].removeprefix("Value error, "))
             elif not key:  # a check across sections: its message names the fields
                 lines.append(err["msg"].removeprefix("Value error, "))
             else:

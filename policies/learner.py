@@ -18,7 +18,7 @@ With several learners (`training.num_learners` > 1) RLlib shards the batch by ro
 the module in torch DDP, which averages the learners' gradients. Every count that normalises
 a loss or a metric is summed over the learners first, so the averaged gradient, the loss and
 the metrics equal those of one learner on the whole batch even when the shards hold different
-token counts (tested); a micro-batch's gradient is all-reduced only with the minibatch's last.
+token counts (tested); PPO's explained variance is the exception, computed on each shard; a micro-batch's gradient is all-reduced only with the minibatch's last.
 
 RLlib's own minibatch iterator is not used (`minibatch_size=None`, `num_epochs=1` at the
 call site): it cannot accumulate gradients and would re-run step 1 per minibatch.

@@ -436,7 +436,6 @@ def flex_block_mask(block_ids: torch.Tensor, chains: torch.Tensor):
 
 
 ATTENTIONS = ("sdpa", "tiles", "flex")  # dense mask; tile-sparse SDPA (CPU); FlexAttention block mask (GPU)
-FLEX_ATTENTION = "flex_attention"  # transformers' FlexAttention implementation (its AttentionInterface name)
 
 
 def forward_packed(
@@ -455,34 +454,33 @@ def forward_packed(
     Logits are computed only at the N predicting positions ((N, V), not (B, L, V)); memory
     is bounded by micro-batching in the learner.
 
-    attention="flex" runs the model, whatever it was loaded with, under transformers'
-    "flex_attention" implementation for this call, with `flex_block_mask` as the mask: a
+    The model runs under `tile_attention.packed_attention` for this call, whatever it was
+    loaded with: "sdpa" is transformers' sdpa with the dense mask, "tiles" the tile-sparse
+    kernel, "flex" transformers' "flex_attention" with `flex_block_mask` as the mask: a
     4-D mask reaches the attention layers as is (transformers builds no causal mask of its
     own), and transformers compiles `flex_attention` once per process. On CPU, torch's
     FlexAttention runs forward only (no backward), so there a pass that would need
     gradients is refused with ValueError; use "tiles" to train on CPU."""
     if attention not in ATTENTIONS:
         raise ValueError(f"attention={attention!r}: allowed {ATTENTIONS}")
-    backbone = getattr(model, model.base_model_prefix)  # the decoder without the LM head
-    inputs = dict(input_ids=batch.input_ids, position_ids=batch.position_ids)
-    if attention == "flex":
-        from .tile_attention import use_attention
+    from .tile_attention import PACKED, tile_plan, use_attention
 
+    backbone = getattr(model, model.base_model_prefix)  # the decoder without the LM head
+    if attention == "flex":
         if batch.input_ids.device.type == "cpu" and torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()):
             raise ValueError(
                 "attention='flex' (training.attention) cannot train on CPU: torch's FlexAttention has no CPU "
                 "backward; use 'tiles' (the CPU default of 'auto') or 'sdpa', or run under torch.no_grad()"
             )
-        with use_attention(model, FLEX_ATTENTION):
-            hidden = backbone(**inputs, attention_mask=flex_block_mask(batch.block_ids, batch.chains)).last_hidden_state
-    elif attention == "tiles":  # the dense mask, computed tile-sparse (policies/tile_attention.py)
-        from .tile_attention import NAME, tile_plan, use_attention
-
-        mask = dense_mask(batch.block_ids, batch.chains)
-        with use_attention(model, NAME):
-            hidden = backbone(**inputs, attention_mask=mask, tile_plan=tile_plan(mask)).last_hidden_state
+        mask, extra = flex_block_mask(batch.block_ids, batch.chains), {}
     else:
-        hidden = backbone(**inputs, attention_mask=dense_mask(batch.block_ids, batch.chains)).last_hidden_state  # (B, L, H)
+        mask = dense_mask(batch.block_ids, batch.chains)
+        # "tiles": the dense mask, computed tile-sparse (policies/tile_attention.py)
+        extra = {"tile_plan": tile_plan(mask)} if attention == "tiles" else {}
+    # packed_attention picks the kernel from the mask and the tile plan, for this call (and for
+    # good in the learner's models, so that gradient checkpointing's recompute agrees)
+    with use_attention(model, PACKED):
+        hidden = backbone(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=mask, **extra).last_hidden_state  # (B, L, H)
     rows, cols = batch.loss_mask.nonzero(as_tuple=True)  # (N,)
     h = hidden[rows, batch.logit_index[rows, cols]]  # (N, H)
     logp_all = torch.log_softmax(model.get_output_embeddings()(h).float() / temperature, dim=-1)  # (N, V)

@@ -33,7 +33,7 @@ from ray.rllib.utils.annotations import override
 from . import columns as C
 from .models import load_model, train_top_layers
 from .packer import PackedBatch, forward_packed
-from .tile_attention import TILE
+from .tile_attention import TILE, keep_packed_attention
 
 LOGP = "logp"
 ENTROPY = "entropy"
@@ -52,6 +52,7 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
         # matmul's inputs to bfloat16, so the optimizer updates float32 master weights.
         self.policy = load_model(cfg["model"], dtype=cfg.get("dtype", "float32"))
         self.policy.config.use_cache = False
+        keep_packed_attention(self.policy)  # the kernel follows the call, gradient checkpointing's recompute too
         train_top_layers(self.policy, cfg.get("trainable_layers"))
         if cfg.get("gradient_checkpointing"):
             self.policy.gradient_checkpointing_enable()
@@ -124,12 +125,14 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
 
     @override(TorchRLModule)
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs) -> dict[str, Any]:
+        # CPU torch tensors, not RLlib's numpy arrays: numpy cannot hold bfloat16 (a bf16 model's
+        # checkpoint would fail); set_state and checkpoint restore take either.
         if inference_only:
-            # What samplers load: the Hugging Face state dict (HF names), CPU tensors. RLlib's
-            # default would convert to numpy, which cannot hold bf16.
+            # What samplers load: the Hugging Face state dict (HF names)
             weights = _merged_state_dict(self.lm) if self.lora else self.policy.state_dict().items()
-            return {k: v.detach().to("cpu") for k, v in weights}
-        return super().get_state(components, not_components=not_components, inference_only=False, **kwargs)
+        else:
+            weights = self.state_dict().items()
+        return {k: v.detach().to("cpu") for k, v in weights}
 
 
 def _with_lora(model, lora: dict[str, Any]):

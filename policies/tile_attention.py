@@ -79,6 +79,33 @@ def tile_sparse_attention(module, query, key, value, attention_mask, dropout: fl
 
 AttentionInterface.register(NAME, tile_sparse_attention)
 
+PACKED = "mem1_packed"
+
+
+def packed_attention(module, query, key, value, attention_mask, tile_plan=None, **kwargs):
+    """The packed replay's attention, chosen by what the call carries: a tile plan gives
+    tile-sparse SDPA, a FlexAttention BlockMask transformers' flex_attention, anything else
+    transformers' sdpa. Because the choice travels with the call, a model that keeps this
+    implementation (`keep_packed_attention`) takes the same kernel again when gradient
+    checkpointing recomputes a layer inside backward(), long after a switch made for the
+    forward call alone would have ended (sdpa would then get a BlockMask and fail)."""
+    from torch.nn.attention.flex_attention import BlockMask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if tile_plan is not None:
+        return tile_sparse_attention(module, query, key, value, attention_mask, tile_plan=tile_plan, **kwargs)
+    name = "flex_attention" if isinstance(attention_mask, BlockMask) else "sdpa"
+    return ALL_ATTENTION_FUNCTIONS[name](module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register(PACKED, packed_attention)
+
+
+def keep_packed_attention(model) -> None:
+    """Run `model` with `packed_attention` from now on (the learner's models, which train
+    with gradient checkpointing); a call without a tile plan or a BlockMask is plain sdpa."""
+    model.config._attn_implementation = PACKED
+
 
 @contextlib.contextmanager
 def use_attention(model, name: str):

@@ -219,7 +219,10 @@ def test_on_two_nodes_the_retriever_for_env_runners_binds_the_node_address(two_n
     two_node_ray.wait_for_nodes()
     assert service_host() == "127.0.0.2"
 
-    config = validate({"data": {"world_size": "small"}, "retriever": {"mode": "http"}, "output_dir": str(tmp_path)}, TrainConfig)
+    data = {"data": {"world_size": "small"}, "retriever": {"mode": "http"}, "output_dir": str(tmp_path)}
+    with make_domain(validate(data, TrainConfig)) as domain:  # no env runner actors: the driver alone searches
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/retrieve", domain.worker_overrides()["retriever.url"])
+    config = validate({**data, "training": {"num_env_runners": 1}}, TrainConfig)
     with make_domain(config) as domain:
         url = domain.worker_overrides()["retriever.url"]
         assert re.fullmatch(r"http://127\.0\.0\.2:\d+/retrieve", url)

@@ -32,6 +32,13 @@ def service_host() -> str:
     return host
 
 
+def runner_host(config) -> str:
+    """`service_host()` for a job with env runner actors, else loopback: the driver alone
+    reaches 127.0.0.1, and the servers have no authentication to expose."""
+    runners = getattr(getattr(config, "training", None), "num_env_runners", 0)
+    return service_host() if runners > 0 else LOOPBACK
+
+
 class QADomain(Domain):
     def __init__(self, config, retriever=None):
         super().__init__(config)
@@ -42,7 +49,7 @@ class QADomain(Domain):
         if self.retriever is None:
             corpus = corpus_for(self.config.data, self.config.retriever)
             section = self.config.retriever
-            host = service_host() if section.mode == "http" and not section.url else LOOPBACK
+            host = runner_host(self.config) if section.mode == "http" and not section.url else LOOPBACK
             self.retriever = self.stack.enter_context(open_retriever(section, corpus, host=host))
         self._url = getattr(self.retriever, "url", None)
 

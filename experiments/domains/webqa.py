@@ -28,7 +28,7 @@ from envs.webqa import WebSearchRetriever, make_web_retriever
 
 from ..components import corpus_for, task_sets
 from .base import Domain
-from .qa import service_host
+from .qa import runner_host
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class WebQADomain(Domain):
             corpus = corpus_for(self.config.data, self.config.retriever)
             # The local server requires the configured key, so the key path is exercised as with a real API.
             api_key = os.environ.get(env.api_key_env) if env.api_key_env else None
-            self.server = self.stack.enter_context(start_local_search_server(corpus, host=service_host(), api_key=api_key))
+            self.server = self.stack.enter_context(start_local_search_server(corpus, host=runner_host(self.config), api_key=api_key))
             url = self.server.url
             log.info("local search server (SearXNG and Serper-style APIs) serving %s at %s", corpus, url)
             if self.cache_dir is None:

@@ -92,6 +92,21 @@ def test_master_weights_stay_float32(tiny_model_dir):
     assert {p.dtype for p in lora.parameters() if not p.requires_grad} == {torch.bfloat16}
 
 
+def test_a_bfloat16_lora_module_checkpoints_and_restores(tiny_model_dir, tmp_path, batch):
+    """RLlib's checkpoint of the module (save_to_path -> get_state): numpy has no bfloat16, so
+    the state must stay torch tensors; a fresh module restored from it computes the same."""
+    module = build_module(tiny_model_dir, dtype="bfloat16", lora=LORA)
+    randomise_adapters(module, seed=3)
+    module.save_to_path(tmp_path / "module")
+    restored = build_module(tiny_model_dir, dtype="bfloat16", lora=LORA)
+    restored.restore_from_path(tmp_path / "module")
+    saved, back = module.get_state(), restored.get_state()
+    assert saved.keys() == back.keys() and any(v.dtype == torch.bfloat16 for v in back.values())
+    assert all(torch.equal(saved[k], back[k]) for k in saved)
+    with torch.no_grad():
+        torch.testing.assert_close(restored.packed_forward(batch, entropy=False)[LOGP], module.packed_forward(batch, entropy=False)[LOGP])
+
+
 def test_lora_config_errors_name_the_fields(tiny_model_dir):
     with pytest.raises(ConfigError, match=r"model\.lora.*training\.trainable_layers|training\.trainable_layers.*model\.lora"):
         validate({"model": {"lora": {"r": 4}}, "training": {"trainable_layers": 1}, "env": {"kind": "toy"}}, TrainConfig)

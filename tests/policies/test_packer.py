@@ -176,6 +176,42 @@ def test_tile_sparse_attention_equals_dense_sdpa_with_gradients(tiny, small_tile
     assert visited < mask.shape[-1] ** 2  # mem1's row: masked tiles are skipped
 
 
+def test_tiles_survive_gradient_checkpointing(tiny, small_tiles, monkeypatch):
+    """The learner's model keeps packed_attention, so when gradient checkpointing recomputes
+    each layer inside backward() the tile kernel runs again with its plan (a switch for the
+    forward call alone would be over by then, and the recompute would fall back to another
+    kernel, or fail on a FlexAttention mask). Gradients equal the plain pass's."""
+    import copy
+
+    from policies import tile_attention
+
+    calls = []
+    kernel = tile_attention.tile_sparse_attention
+    monkeypatch.setattr(tile_attention, "tile_sparse_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    batch = collate([pack_episode(random_episode(p, np.random.default_rng(5), turns=5)) for p in ("mem1", "window(k=2)")])
+
+    def grads(model, attention):
+        model.zero_grad(set_to_none=True)
+        logp = token_logp(model, batch, attention=attention)
+        (-(logp * batch.loss_mask).sum()).backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads(tiny, "sdpa")
+    tiny.zero_grad(set_to_none=True)
+    checkpointed = copy.deepcopy(tiny)
+    checkpointed.gradient_checkpointing_enable()
+    checkpointed.train()  # checkpointing recomputes only in training mode
+    tile_attention.keep_packed_attention(checkpointed)
+    calls.clear()
+    got = grads(checkpointed, "tiles")
+    layers = checkpointed.config.num_hidden_layers
+    assert len(calls) == 2 * layers  # each layer's forward, and its recompute in backward
+    assert checkpointed.config._attn_implementation == tile_attention.PACKED
+    assert got.keys() == plain.keys()
+    for k in plain:
+        assert torch.allclose(got[k], plain[k], atol=1e-5, rtol=1e-4), k
+
+
 def test_unknown_attention_is_a_clear_error(tiny):
     batch = collate([pack_episode(random_episode("mem1", np.random.default_rng(0), turns=2))])
     with pytest.raises(ValueError, match="allowed"):
