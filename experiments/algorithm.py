@@ -180,9 +180,9 @@ def shardable(cols: dict[str, np.ndarray], num_learners: int, minibatches: int) 
     rows, which can leave a learner with too few rows (or none) for its optimizer steps, and
     DDP needs every learner in every step. Padding rows repeat the first row with no loss
     tokens, so they change no gradient, loss or metric."""
-    rows = len(cols[C.LOSS_MASK])
     if num_learners <= 1:
         return cols
+    rows = len(cols[C.LOSS_MASK])
     target = num_learners * max(-(-rows // num_learners), minibatches)
     pad = np.zeros(target - rows, dtype=np.int64)
     out = {k: np.concatenate([v, v[pad]]) for k, v in cols.items()}

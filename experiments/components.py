@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -56,8 +57,35 @@ def task_sets(data: DataSection, split: str | None = None) -> dict[int, list[Tas
     return build_task_set(source, data.n_values, data.tasks_per_n, seed=data.seed, split=split)
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def service_host() -> str:
+    """Where a server this job starts for its env runners binds: loopback, unless this
+    process is on a Ray cluster of several nodes; then this node's address, since a runner
+    on another node cannot reach 127.0.0.1 here (the URL it gets would fail on every
+    search). Checked when the domain opens: an autoscaling cluster that has only its head
+    then needs `retriever.mode: ray` or a `retriever.url` instead."""
+    ray = sys.modules.get("ray")  # not imported: no cluster to join, and no import to pay for
+    if ray is None or not ray.is_initialized():
+        return LOOPBACK
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])
+    if nodes < 2:
+        return LOOPBACK
+    host = ray.util.get_node_ip_address()
+    log.info("Ray cluster of %d nodes: the server for env runners binds %s, this node's address", nodes, host)
+    return host
+
+
+def runner_host(config) -> str:
+    """`service_host()` for a job with env runner actors, else loopback: the driver alone
+    reaches 127.0.0.1, and the servers have no authentication to expose."""
+    runners = getattr(getattr(config, "training", None), "num_env_runners", 0)
+    return service_host() if runners > 0 else LOOPBACK
+
+
 @contextlib.contextmanager
-def open_retriever(section: RetrieverSection, corpus: Path, host: str = "127.0.0.1") -> Iterator[Retriever]:
+def open_retriever(section: RetrieverSection, corpus: Path, host: str = LOOPBACK) -> Iterator[Retriever]:
     """A retriever for the job's lifetime: an existing URL, a server this job starts (and
     stops) on `host`, a shared Ray actor, or the index in-process."""
     if section.url:

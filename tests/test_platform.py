@@ -212,7 +212,7 @@ def test_on_two_nodes_the_retriever_for_env_runners_binds_the_node_address(two_n
 
     from experiments.config import TrainConfig, validate
     from experiments.domains import make_domain
-    from experiments.domains.qa import service_host
+    from experiments.components import service_host
 
     assert service_host() == "127.0.0.1"  # one node so far: loopback, as on a laptop
     two_node_ray.add_node(num_cpus=1, node_ip_address="127.0.0.3")

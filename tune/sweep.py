@@ -162,10 +162,11 @@ def _finished_run(trials_dir: Path, name: str, tracking_uri: str) -> list[dict[s
     MLflow run ended FINISHED, which happens after the model export), else None."""
     import mlflow
 
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     for run_dir in sorted(trials_dir.glob(f"{name}-*"), reverse=True):
         try:
             run_id = json.loads((run_dir / "run.json").read_text()).get("mlflow_run_id")
-            if run_id and mlflow.MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.status == "FINISHED":
+            if run_id and client.get_run(run_id).info.status == "FINISHED":
                 lines = (run_dir / "metrics.jsonl").read_text().splitlines()
                 return [{k: v for k, v in json.loads(line).items() if k != "iteration"} for line in lines if line.strip()]
         except (OSError, ValueError, mlflow.exceptions.MlflowException):  # a run killed before it wrote these

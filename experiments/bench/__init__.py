@@ -16,9 +16,12 @@ import os
 import platform
 import shlex
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -97,6 +100,22 @@ def contention_note(loads: Sequence[float]) -> str | None:
         return None
     return (f"CONTENTION: the 1-minute load average reached {peak:.1f} during the run on {os.cpu_count()} cores "
             "(other jobs shared the machine); absolute timings are inflated and noisy.")
+
+
+def measured(run: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+    """Calls `run()` and returns its value with the bookkeeping every result stores: the start
+    time, the wall time, the machine (with the load at the start and `load_avg_at_end`) and
+    a contention note when the load shows other jobs on the machine."""
+    started, at_start, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine_info(), time.perf_counter()
+    value = run()
+    wall, at_end = time.perf_counter() - t0, machine_info()
+    loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (at_start, at_end)]
+    return value, {
+        "started": started,
+        "wall_s": round(wall, 1),
+        "machine": {**at_start, "load_avg_at_end": at_end.get("load_avg_1_5_15")},
+        "notes": [n for n in [contention_note(loads)] if n],
+    }
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

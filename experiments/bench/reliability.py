@@ -40,7 +40,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from experiments.bench import RESULTS_DIR, command_line, contention_note, machine_info, package_versions, write_json
+from experiments.bench import RESULTS_DIR, command_line, machine_info, measured, package_versions, write_json
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
 
@@ -257,19 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     data.setdefault("benchmark", "reliability")
     sections = data.setdefault("sections", {})
     for name in args.only or list(SECTIONS):
-        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        machine_at_start = machine_info()
-        t0 = time.perf_counter()
-        figures = SECTIONS[name](args)
-        machine_at_end = machine_info()
-        loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (machine_at_start, machine_at_end)]
+        figures, run = measured(lambda: SECTIONS[name](args))
         sections[name] = {
             **figures,
-            "started": started,
-            "wall_s": round(time.perf_counter() - t0, 1),
+            "started": run["started"],
+            "wall_s": run["wall_s"],
             "command": command_line("experiments.bench.reliability", argv),
-            "load_avg_1_5_15": {"start": machine_at_start.get("load_avg_1_5_15"), "end": machine_at_end.get("load_avg_1_5_15")},
-            "notes": [n for n in [contention_note(loads)] if n],
+            "load_avg_1_5_15": {"start": run["machine"].get("load_avg_1_5_15"), "end": run["machine"]["load_avg_at_end"]},
+            "notes": run["notes"],
         }
         print(f"{name}: {'met' if figures['met'] else 'MISSED'} ({sections[name]['wall_s']} s)")
         write_json(args.out, data)  # after each section, so a later crash keeps the earlier ones

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from unittest import mock
 
-from experiments.bench import RESULTS_DIR, command_line, contention_note, machine_info, package_versions, write_json
+from experiments.bench import RESULTS_DIR, command_line, measured, package_versions, write_json
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_qa_grpo.yaml"
 
@@ -398,20 +398,15 @@ def main(argv: list[str] | None = None) -> int:
                                    args.max_turns) for b in args.batches}
     except ValueError as e:
         parser.error(str(e))
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    machine_at_start = machine_info()
-    t0 = time.perf_counter()
-    figures = measure(configs, args.repeats, args.group_size, args.ray_hop)
-    machine_at_end = machine_info()
-    loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (machine_at_start, machine_at_end)]
+    figures, run = measured(lambda: measure(configs, args.repeats, args.group_size, args.ray_hop))
     config = configs[args.batches[0]]
     rows = figures["batches"]
     met = [row["met"] for row in rows]
     data = {
         "benchmark": "rollout_throughput",
-        "started": started,
+        "started": run["started"],
         "command": command_line("experiments.bench.rollout_throughput", argv),
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": run["wall_s"],
         "headline": {
             "target": f"platform tokens/s >= {figures['target']} x raw vLLM tokens/s at every batch size "
                       f"({'GPU' if figures['target'] == TARGET_GPU else 'CPU'} target)",
@@ -433,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "model": model_info(config.model.name),
         "versions": package_versions(),
-        "machine": {**machine_at_start, "load_avg_at_end": machine_at_end.get("load_avg_1_5_15")},
-        "notes": ([args.notes] if args.notes else []) + [n for n in [contention_note(loads)] if n],
+        "machine": run["machine"],
+        "notes": ([args.notes] if args.notes else []) + run["notes"],
     }
     path = write_json(args.out, data)
     print("\n".join(data["analysis"]))

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.bench import RESULTS_DIR, command_line, contention_note, machine_info, package_versions, write_json
+from experiments.bench import RESULTS_DIR, command_line, measured, package_versions, write_json
 from policies.models import DEFAULT_MODEL, load_tokenizer, model_info, resolve_model
 from policies.samplers import SamplingParams, make_sampler
 
@@ -88,24 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", default="", help="a remark to store with the result")
     args = parser.parse_args(argv)
 
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    machine_at_start = machine_info()
-    t0 = time.perf_counter()
-    figures = measure(args.backend, args.model, args.batches, args.new_tokens, args.repeats)
-    machine_at_end = machine_info()
-    loads = [m.get("load_avg_1_5_15", [0.0])[0] for m in (machine_at_start, machine_at_end)]
-    notes = ([args.notes] if args.notes else []) + [n for n in [contention_note(loads)] if n]
+    figures, run = measured(lambda: measure(args.backend, args.model, args.batches, args.new_tokens, args.repeats))
     entry = {
-        "started": started,
+        "started": run["started"],
         "command": command_line("experiments.bench.sampler_throughput", argv),
-        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s": run["wall_s"],
         **figures,
         "settings": {"batches": args.batches, "new_tokens": args.new_tokens, "repeats": args.repeats,
                      "temperature": 1.0, "measure": "best of repeats, generated tokens / wall of the batched call"},
         "model": model_info(args.model),
         "versions": package_versions(),
-        "machine": {**machine_at_start, "load_avg_at_end": machine_at_end.get("load_avg_1_5_15")},
-        "notes": notes,
+        "machine": run["machine"],
+        "notes": ([args.notes] if args.notes else []) + run["notes"],
     }
     data = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "sampler_throughput", "backends": {}}
     data.setdefault("backends", {})[args.backend] = entry

@@ -2,41 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 from envs import QAEnv, Task
 
-from ..components import corpus_for, open_retriever, task_sets, world_size
+from ..components import LOOPBACK, corpus_for, open_retriever, runner_host, task_sets, world_size
 from .base import Domain
-
-log = logging.getLogger(__name__)
-
-LOOPBACK = "127.0.0.1"
-
-
-def service_host() -> str:
-    """Where a server this job starts for its env runners binds: loopback, unless this
-    process is on a Ray cluster of several nodes; then this node's address, since a runner
-    on another node cannot reach 127.0.0.1 here (the URL it gets would fail on every
-    search). Checked when the domain opens: an autoscaling cluster that has only its head
-    then needs `retriever.mode: ray` or a `retriever.url` instead."""
-    ray = sys.modules.get("ray")  # not imported: no cluster to join, and no import to pay for
-    if ray is None or not ray.is_initialized():
-        return LOOPBACK
-    nodes = sum(1 for n in ray.nodes() if n["Alive"])
-    if nodes < 2:
-        return LOOPBACK
-    host = ray.util.get_node_ip_address()
-    log.info("Ray cluster of %d nodes: the server for env runners binds %s, this node's address", nodes, host)
-    return host
-
-
-def runner_host(config) -> str:
-    """`service_host()` for a job with env runner actors, else loopback: the driver alone
-    reaches 127.0.0.1, and the servers have no authentication to expose."""
-    runners = getattr(getattr(config, "training", None), "num_env_runners", 0)
-    return service_host() if runners > 0 else LOOPBACK
 
 
 class QADomain(Domain):

@@ -26,9 +26,8 @@ from pathlib import Path
 from envs import QAEnv, Task
 from envs.webqa import WebSearchRetriever, make_web_retriever
 
-from ..components import corpus_for, task_sets
+from ..components import corpus_for, runner_host, task_sets
 from .base import Domain
-from .qa import runner_host
 
 log = logging.getLogger(__name__)
 
