@@ -307,9 +307,9 @@ class MemorySection(Section):
     a sweep can search `memory.budget`. The string form (`memory: mem1,budget=512`,
     `memory: window(k=2)`) reads as the same section."""
 
-    policy: str = Field("mem1", description="mem1 (the latest internal state only), full_context (everything), window (the last k turns).")
-    budget: int | None = Field(None, ge=1, description="Cap, in tokens, on the internal state carried from each past turn; None: no cap.")
-    k: int | None = Field(None, ge=1, description="window: the past turns kept (default 2); other policies take none.")
+    policy: str = Field("mem1", description="mem1 (the latest internal state only), full_context (everything), window (the last k turns), summary (a summary the model rewrites after each observation), amem (notes the model writes, the best-matching k retrieved by BM25).")
+    budget: int | None = Field(None, ge=1, description="Cap, in tokens, on the internal state carried from each past turn (summary: on the summary; amem: on the retrieved notes); None: no cap.")
+    k: int | None = Field(None, ge=1, description="window: the past turns kept (default 2); amem: the notes retrieved (default 3); other policies take none.")
 
     @model_validator(mode="before")
     @classmethod

@@ -31,6 +31,7 @@ from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 from policies.chat import ChatFormat
 from policies.models import load_tokenizer
 from policies.packer import pack_episode, pack_group
+from policies.records import action_turns
 
 from .components import build_sampler, sampling_params
 from .config import TrainConfig, validate
@@ -100,8 +101,8 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                     "return": ep.total_reward,
                     "group": ep.info["group"],
                     "info": {k: v for k, v in ep.info.items() if isinstance(v, (int, float, str, bool))},
-                    "turns": len(ep.turns),
-                    "valid_turns": sum(bool(t.info.get("valid")) for t in ep.turns),
+                    "turns": len(action_turns(ep)),
+                    "valid_turns": sum(bool(t.info.get("valid")) for t in action_turns(ep)),
                 })
         self._last_stats = stats
         # every record carries its runner's totals; the driver counts them once per runner id

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from policies.records import Episode
+from policies.records import Episode, action_turns, valid_action_rate
 
 # (metric, how to read it from one episode)
 EPISODE_METRICS = {
@@ -29,9 +29,9 @@ EPISODE_METRICS = {
     "memory/mean_tokens": lambda e: e.info.get("mean_tokens", 0.0),
     "memory/peak_context_tokens": lambda e: e.info.get("peak_context_tokens", 0.0),
     "memory/attention_span": lambda e: e.info.get("attention_span", 0.0),
-    "rollout/turns": lambda e: float(len(e.turns)),
+    "rollout/turns": lambda e: float(len(action_turns(e))),
     "rollout/searches": lambda e: float(sum(t.info.get("action") == "search" for t in e.turns)),
-    "rollout/valid_action_rate": lambda e: sum(bool(t.info.get("valid")) for t in e.turns) / max(len(e.turns), 1),
+    "rollout/valid_action_rate": valid_action_rate,
     "rollout/context_overflow": lambda e: float(e.info.get("end_reason") == "context_overflow"),
 }
 # Task outcomes an env reports in its last step's info when its tasks have them (WebShop's

@@ -89,7 +89,8 @@ def rollout(
     live = list(range(len(requests)))
     turn = 0
     while live:
-        _run_before_turn_hooks(requests, episodes, live)
+        _run_before_turn_hooks(requests, episodes, live, turn, sampler=sampler, chat=chat, params=params,
+                               max_model_len=max_model_len, stats=stats)
         contexts, prompts, ready = {}, [], []
         for i in live:
             ctx = requests[i].memory.context(episodes[i])
@@ -171,8 +172,20 @@ def search_counts(episode: Episode) -> dict[str, int]:
 _FINAL_KEYS = ("em", "f1", "em_sum", "em_mean", "f1_sum", "f1_mean", "answer", "turns", "searches", "invalid_turns", "reward", "success")
 
 
-def _run_before_turn_hooks(requests: Sequence[EpisodeRequest], episodes: list[Episode], live: list[int]) -> None:
-    """Policies that write extra segments get all their live episodes in one call."""
+def _run_before_turn_hooks(requests: Sequence[EpisodeRequest], episodes: list[Episode], live: list[int], turn: int, *,
+                           sampler: Sampler, chat: ChatFormat, params: SamplingParams, max_model_len: int, stats: RolloutStats) -> None:
+    """Policies that write their own memory (a summary, notes) get all their live episodes in
+    one call, with the sampler (timed and counted like the actions' calls) and a BM25 note
+    search."""
+
+    def generate(prompts, call_params, seeds):
+        t0 = time.perf_counter()
+        completions = sampler.generate(prompts, call_params, seeds=seeds)
+        stats.sample_s += time.perf_counter() - t0
+        stats.sampler_calls += 1
+        stats.generated_tokens += sum(len(c.token_ids) for c in completions)
+        return completions
+
     groups: dict[int, list[int]] = {}
     for i in live:
         groups.setdefault(id(requests[i].memory), []).append(i)
@@ -180,6 +193,25 @@ def _run_before_turn_hooks(requests: Sequence[EpisodeRequest], episodes: list[Ep
         policy = requests[members[0]].memory
         if type(policy).before_turn is MemoryPolicy.before_turn:
             continue
-        updated = policy.before_turn([episodes[i] for i in members])
+        seeds = [derive_seed(requests[i].seed, requests[i].task.id, turn, "memory") for i in members]
+        updated = policy.before_turn([episodes[i] for i in members], generate=generate, chat=chat, params=params, seeds=seeds,
+                                     max_model_len=max_model_len, search_notes=search_notes)
         for i, ep in zip(members, updated):
             episodes[i] = ep
+
+
+def search_notes(notes: Sequence[str], query: str, k: int) -> list[int]:
+    """Indices of the (at most) k notes that best match `query` under BM25, best first: the
+    project's own BM25 index over one episode's notes (a few dozen short texts, so building
+    it per call costs well under a millisecond per note)."""
+    from envs.retrieval import BM25Index, Document
+
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):  # notes of stopwords only: zero average length
+        try:
+            index = BM25Index.build([Document(id=str(j), contents=text) for j, text in enumerate(notes)])
+        except ValueError:  # not one indexable word in any note (an untrained model's): nothing matches
+            return []
+        return [int(hit.document.id) for hit in index.search([query], topk=k)[0]]
+

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from policies.chat import ChatFormat
-from policies.memory import MemoryPolicy
+from policies.memory import MemoryPolicy, WrittenMemory
 from policies.records import GENERATED, OBSERVATION, Episode, Segment, Turn
 from policies.samplers import ScriptedSampler
 
@@ -55,6 +55,9 @@ def expert_for(domain) -> Any:
 def expert_traces(domain, tasks: dict[int, list], chat: ChatFormat, memory: MemoryPolicy, params, *, max_model_len: int, seed: int = 0, on_episode_end=None) -> list[Episode]:
     """The domain's expert plays every task once under `memory`, through the real env and
     rollout loop (one batched call per turn)."""
+    if isinstance(memory, WrittenMemory):
+        raise ConfigError(f"memory policy {memory.spec!r} has the model write its memory in calls of its own, which the scripted "
+                          "expert does not play; fine-tune under mem1 (or load traces with sft.traces) and train this policy with RL")
     sampler = ScriptedSampler(expert_for(domain).act, chat.tokenizer)
     requests = [
         EpisodeRequest(task=t, env=domain.make_env(n), memory=memory, seed=seed, tags={"n": n, "policy": memory.spec})

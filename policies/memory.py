@@ -9,13 +9,17 @@ creates tokens, so every policy replays exactly in the packer.
 | `mem1`          | prompt, turn t-1's generated segment, turn t-1's observation |
 | `full_context`  | prompt and every earlier segment                             |
 | `window(k)`     | prompt and the last k turns                                  |
+| `summary`       | prompt, the latest summary, the last observation             |
+| `amem(k)`       | prompt, the latest note, the top-k earlier notes + last obs. |
 
 `budget=B` (any policy) caps the internal state of each reused generated segment at B
 tokens: the state's first B tokens are kept, then the action that follows the state.
+For `summary` the whole summary is the state; for `amem` B caps the retrieved notes.
 
-Policies that need extra model calls or stores (a `summary` written by a separate call,
-A-MEM-like notes) add their own segments in `before_turn`, which the rollout loop calls for
-all live episodes at once, and then reference them from `context`.
+`summary` and `amem` write their memory with the model, in a call of their own after each
+observation (`before_turn`, which the rollout loop calls for all live episodes at once, so
+it is one batched call). That call is recorded as a turn (`MEMORY_CALL` in its info): its
+tokens are generated tokens, trained and packed like the action's.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from __future__ import annotations
 import inspect
 import re
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Sequence
+from dataclasses import replace
+from typing import Any, Callable, ClassVar, Sequence
 
-from .records import Episode, SegmentRef, Turn
+from .records import GENERATED, MEMORY_CALL, MEMORY_PROMPT, OBSERVATION, Episode, Segment, SegmentRef, Turn
 
 
 class MemoryPolicy(ABC):
@@ -111,7 +116,118 @@ class Window(MemoryPolicy):
         return f"window(k={self.k})" + (f",budget={self.budget}" if self.budget else "")
 
 
-MEMORY_POLICIES: dict[str, type[MemoryPolicy]] = {p.name: p for p in (Mem1, FullContext, Window)}
+class WrittenMemory(MemoryPolicy):
+    """A memory the model writes in a separate call after each observation (a summary, a
+    note). The call sees what the action saw, the action, then the observation with
+    `instruction`; what it writes is followed by `carried` (a user message), and the next
+    action sees the prompt, the written memory and the carried message."""
+
+    instruction: ClassVar[str]
+
+    def context(self, episode: Episode) -> tuple[SegmentRef, ...]:
+        last = max((i for i, t in enumerate(episode.turns) if MEMORY_CALL in t.info), default=-1)
+        refs = (SegmentRef(0),)
+        # the latest written memory, then any turns since it (there are none unless a memory
+        # call did not fit the model and was skipped)
+        for turn in episode.turns[max(last, 0):]:
+            refs += self._turn_refs(episode, turn)
+        return refs
+
+    def before_turn(self, episodes: Sequence[Episode], *, generate: Callable | None = None, chat=None, params=None,
+                    seeds: Sequence[int] | None = None, max_model_len: int | None = None, **resources: Any) -> list[Episode]:
+        if generate is None or chat is None or params is None:
+            raise TypeError(f"memory policy {self.spec!r} writes its memory with the model: before_turn needs generate, chat and params")
+        out = list(episodes)
+        calls, prompts = [], []
+        for i, ep in enumerate(episodes):
+            if not ep.turns or MEMORY_CALL in ep.turns[-1].info or ep.turns[-1].observation is None:
+                continue  # nothing new to write about
+            action = ep.turns[-1]
+            observation = ep.segments[action.observation].text
+            asked = chat.observation_ids(f"{observation}\n\n{self.instruction}", ep.segments[action.generated].token_ids)
+            ep, ask = ep.add_segment(Segment(MEMORY_PROMPT, asked, self.instruction))
+            context = action.context + (SegmentRef(action.generated), SegmentRef(ask))
+            ids = ep.context_ids(context)
+            if max_model_len is not None and len(ids) + params.max_new_tokens > max_model_len:
+                continue  # the next action then sees the unwritten turn itself, or ends as truncated
+            out[i] = ep
+            calls.append((i, context, observation))
+            prompts.append(ids)
+        if not calls:
+            return out
+        # the written memory ends where the model ends its message: the env's stop strings
+        # (end of an action) do not apply to it
+        completions = generate(prompts, replace(params, stop=()), [seeds[i] for i, _, _ in calls] if seeds else None)
+        for (i, context, observation), c in zip(calls, completions):
+            ep, written = out[i].add_segment(Segment(GENERATED, tuple(c.token_ids), c.text))
+            text = self.carried(ep, c.text, observation, chat, **resources)
+            ep, carried = ep.add_segment(Segment(OBSERVATION, chat.observation_ids(text, c.token_ids), text))
+            out[i] = ep.add_turn(Turn(context=context, generated=written, logp=tuple(c.logp), finish_reason=c.finish_reason,
+                                      observation=carried, state_span=self.state_span(len(c.token_ids)),
+                                      info={MEMORY_CALL: self.name}))
+        return out
+
+    def state_span(self, length: int) -> tuple[int, int] | None:
+        """The part of the written memory that `budget` caps when the next action sees it."""
+        return None
+
+    def carried(self, episode: Episode, written: str, observation: str, chat, **resources: Any) -> str:
+        """The user message after the written memory, which the next action sees."""
+        return observation
+
+
+class Summary(WrittenMemory):
+    """A summarising agent (ReSum-like): after each observation the model rewrites one summary
+    of the previous summary and the new result; the next action sees the prompt, the summary
+    and the last observation. `budget` caps the summary the next action sees."""
+
+    name = "summary"
+    instruction = ("Before your next step, write a summary for yourself: every fact and answer found so far "
+                   "(from your previous summary and this result) that the questions need, and nothing else. "
+                   "Write only the summary.")
+
+    def state_span(self, length: int) -> tuple[int, int]:
+        return (0, length)
+
+
+class Notes(WrittenMemory):
+    """A-MEM-like notes: after each observation the model writes a short note into a store of
+    the episode's notes; the next action sees the prompt, the new note, and the k earlier
+    notes that best match it (BM25, through the `search_notes` resource the rollout loop
+    passes) followed by the last observation. Retrieval is recorded as a segment, so replay
+    is exact. `budget` caps the retrieved notes' tokens."""
+
+    name = "amem"
+    instruction = ("Before your next step, write one short note for yourself about this result: the facts it gives "
+                   "that the questions need. Write only the note.")
+
+    def __init__(self, k: int = 3, budget: int | None = None):
+        super().__init__(budget)
+        if k < 1:
+            raise ValueError(f"amem retrieves at least 1 note, got k={k}")
+        self.k = k
+
+    @property
+    def spec(self) -> str:
+        return f"amem(k={self.k})" + (f",budget={self.budget}" if self.budget else "")
+
+    def carried(self, episode: Episode, written: str, observation: str, chat, *, search_notes: Callable | None = None, **resources: Any) -> str:
+        if search_notes is None:
+            raise TypeError("memory policy 'amem' needs the search_notes resource (BM25 over the episode's notes)")
+        earlier = [episode.segments[t.generated].text for t in episode.turns if t.info.get(MEMORY_CALL) == self.name]
+        picked, used = [], 0
+        for j in search_notes(earlier, written, self.k) if earlier else []:  # best match first
+            cost = len(chat.encode(earlier[j]))
+            if self.budget is not None and used + cost > self.budget:
+                break
+            picked.append(j)
+            used += cost
+        lines = [f"- {earlier[j]}" for j in sorted(picked)]  # shown oldest first, as they were written
+        notes = "Your earlier notes:\n" + "\n".join(lines) + "\n\n" if lines else ""
+        return notes + observation
+
+
+MEMORY_POLICIES: dict[str, type[MemoryPolicy]] = {p.name: p for p in (Mem1, FullContext, Window, Summary, Notes)}
 
 _SPEC = re.compile(r"^\s*(?P<name>[a-z_0-9]+)\s*(?:\((?P<args>[^)]*)\))?\s*(?:,(?P<rest>.*))?$")
 

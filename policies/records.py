@@ -20,6 +20,11 @@ from typing import Any, Mapping
 PROMPT = "prompt"
 GENERATED = "generated"
 OBSERVATION = "observation"
+MEMORY_PROMPT = "memory_prompt"  # what a memory policy asks the model to write (policies/memory.py)
+
+# Turn.info key of a model call a memory policy made itself (a summary, a note), not an env
+# action: it is trained and packed like any turn, and left out of action counts.
+MEMORY_CALL = "memory_call"
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,16 @@ class Episode:
     @property
     def total_reward(self) -> float:
         return float(sum(t.reward for t in self.turns))
+
+
+def action_turns(episode: Episode) -> list[Turn]:
+    """The turns that acted in the env (every turn but a memory policy's own calls)."""
+    return [t for t in episode.turns if MEMORY_CALL not in t.info]
+
+
+def valid_action_rate(episode: Episode) -> float:
+    turns = action_turns(episode)
+    return sum(bool(t.info.get("valid")) for t in turns) / max(len(turns), 1)
 
 
 @dataclass(frozen=True)

@@ -59,9 +59,11 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float]:
 
 def per_task(episodes) -> dict[int, dict[str, dict[str, float]]]:
     """{N: {task_id: {em, f1, valid}}} of one evaluation's episodes."""
+    from policies.records import valid_action_rate
+
     out: dict[int, dict[str, dict[str, float]]] = {}
     for ep in episodes:
-        valid = sum(bool(t.info.get("valid")) for t in ep.turns) / max(len(ep.turns), 1)
+        valid = valid_action_rate(ep)
         out.setdefault(int(ep.info["n"]), {})[str(ep.info["task_id"])] = {
             "em": float(ep.info.get("em_mean", 0.0)), "f1": float(ep.info.get("f1_mean", 0.0)), "valid": valid,
         }

@@ -14,7 +14,8 @@ with N. Headline targets (HEADLINE TARGETS below; each check reports value, targ
 
 It runs the ordinary evaluation (experiments.evaluate.evaluate) on experiments/configs/eval_qa.yaml
 with overrides (the same as `mem1 eval experiments/configs/eval_qa.yaml -o ...`, printed in the
-result), for mem1, full_context and window(k=2), greedy, and writes
+result), for mem1, full_context, window(k=2), summary and amem(k=3) (the last two write their
+memory in calls of their own, which count as calls here), greedy, and writes
 experiments/bench/results/memory_scaling.json: per policy and N the mean and max peak tokens
 (context + generated tokens of one call, the paper's memory proxy), mean tokens per call,
 turns, prompt tokens, the peak beyond the prompt, the valid-action rate, and the peak call's
@@ -47,7 +48,7 @@ from typing import Any, Sequence
 from experiments.bench import RESULTS_DIR, command_line, machine_info, package_versions, write_json
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval_qa.yaml"
-POLICIES = ("mem1", "full_context", "window(k=2)")
+POLICIES = ("mem1", "full_context", "window(k=2)", "summary", "amem(k=3)")
 
 # HEADLINE TARGETS (the issue), checked in headline(). A missed target is reported as missed.
 MEM1_BASE_N, MEM1_TOP_N = 2, 16  # (a) compares mem1's peak at these N (fallbacks: smallest / largest N run)
@@ -160,6 +161,8 @@ def peak_call(ep) -> dict[str, int]:
 def summarise(episodes) -> dict[str, dict[str, dict[str, Any]]]:
     """Per policy and N: peak / mean tokens per call, the peak call's breakdown, turns, prompt
     tokens, scores."""
+    from policies.records import action_turns, valid_action_rate
+
     groups: dict[tuple[str, int], list] = defaultdict(list)
     for ep in episodes:
         groups[(ep.info["policy"], int(ep.info["n"]))].append(ep)
@@ -178,7 +181,7 @@ def summarise(episodes) -> dict[str, dict[str, dict[str, Any]]]:
             "peak_call": {k: statistics.fmean(b[k] for b in breakdowns) for k in (*PEAK_PARTS, "total")},
             "mean_tokens_per_call": statistics.fmean(ctx + gen for ctx, gen in calls) if calls else 0.0,
             "calls": len(calls),
-            "turns_mean": statistics.fmean(len(ep.turns) for ep in eps),
+            "turns_mean": statistics.fmean(len(action_turns(ep)) for ep in eps),
             "max_turns": max(int(ep.info.get("max_turns", 0)) for ep in eps),
             "prompt_tokens_mean": statistics.fmean(prompts),
             "peak_beyond_prompt_mean": statistics.fmean(beyond),
@@ -186,9 +189,7 @@ def summarise(episodes) -> dict[str, dict[str, dict[str, Any]]]:
             "generated_tokens_per_call": statistics.fmean(gen for _, gen in calls) if calls else 0.0,
             "em_mean": statistics.fmean(float(ep.info.get("em_mean", 0.0)) for ep in eps),
             # per episode (valid turns / turns), then averaged over the tasks, as report.py's rollout/valid_action_rate
-            "valid_action_rate": statistics.fmean(
-                sum(bool(t.info.get("valid")) for t in ep.turns) / max(len(ep.turns), 1) for ep in eps
-            ),
+            "valid_action_rate": statistics.fmean(valid_action_rate(ep) for ep in eps),
             "end_reasons": dict(Counter(str(ep.info.get("end_reason")) for ep in eps)),
         }
     return dict(out)
