@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m experiments.bench.sampler_throughput --backend vllm
 	$(BIN)/python -m experiments.bench.rollout_throughput
 	$(BIN)/python -m experiments.bench.reliability
+	$(BIN)/python -m experiments.bench.retrieval
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -94,16 +94,16 @@ def open_retriever(section: RetrieverSection, corpus: Path, host: str = LOOPBACK
     if section.mode == "local":
         from envs.retrieval import build_or_load_index
 
-        yield build_or_load_index(corpus, section.index)
+        yield build_or_load_index(corpus, section.index, faiss_options=section.faiss_options())
         return
     if section.mode == "ray":
         from envs.retrieval import start_retriever_actor
 
-        yield start_retriever_actor(corpus, section.index, timeout=section.timeout_s)
+        yield start_retriever_actor(corpus, section.index, faiss_options=section.faiss_options(), timeout=section.timeout_s)
         return
     from envs.retrieval import start_server_process
 
-    server = start_server_process(corpus, section.index, host=host, port=section.port)
+    server = start_server_process(corpus, section.index, host=host, port=section.port, faiss_options=section.faiss_options())
     log.info("retriever (%s) serving %s at %s", section.index, corpus, server.url)
     try:
         yield HttpRetriever(server.url, timeout=section.timeout_s, retries=section.retries)

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 from envs.data import build_task_set, read_data_file
 from envs.data.world import resolve_size
 from envs.qa import QAConfig
+from envs.retrieval.dense import DEFAULT_FAISS_INDEX, DEFAULT_FAISS_TRAIN_SIZE, FaissOptions, check_faiss_factory
 from policies.memory import make_memory_policy
 from policies.models import DEFAULT_MODEL
 
@@ -74,6 +75,9 @@ class RetrieverSection(Section):
     port: int = Field(0, ge=0, le=65535, description="Port for the retriever this job starts; 0 picks a free one.")
     timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for the retriever per attempt.")
     retries: int = Field(3, ge=0, description="Retries after a timeout, connection error, 5xx or 429 (exponential backoff); then the search fails as an observation.")
+    faiss_index: str = Field(DEFAULT_FAISS_INDEX, description="dense/hybrid: faiss index_factory string, inner product. 'Flat': exact, 1.5 KiB per passage; 'HNSW32': fast approximate, no smaller; 'IVF4096,PQ32': 40 bytes per passage (a 32-byte code and its id) at lower recall, for tens of millions of passages (docs/operations.md, Retrieval at scale).")
+    faiss_train_size: int = Field(DEFAULT_FAISS_TRAIN_SIZE, ge=1, description="dense/hybrid: most passages an index that needs training (IVF, PQ) is trained on, drawn with a fixed seed (64 per list of IVF4096).")
+    faiss_search_k: int | None = Field(None, ge=1, description="dense/hybrid: recall/speed knob at search time, IVF's nprobe or HNSW's efSearch; None: faiss's default (1, 16). No rebuild when it changes.")
 
     @field_validator("corpus")
     @classmethod
@@ -81,6 +85,34 @@ class RetrieverSection(Section):
         if v is not None and not Path(v).is_file():
             raise ValueError(f"{v} is not a file (a corpus JSONL in Search-R1's format)")
         return v
+
+    @field_validator("faiss_index")
+    @classmethod
+    def _faiss_index(cls, v: str) -> str:
+        try:
+            check_faiss_factory(v)  # faiss's own parser, at load rather than when the index builds
+        except ValueError as e:
+            raise _faiss_error(e) from None
+        return v
+
+    @field_validator("faiss_search_k")
+    @classmethod
+    def _faiss_search_k(cls, v: int | None, info: ValidationInfo) -> int | None:
+        factory = info.data.get("faiss_index")  # absent when it failed its own check
+        if v is not None and factory is not None:
+            try:
+                check_faiss_factory(factory, v)
+            except ValueError as e:
+                raise _faiss_error(e) from None
+        return v
+
+    def faiss_options(self) -> FaissOptions:
+        """The faiss settings as envs.retrieval takes them."""
+        return FaissOptions(self.faiss_index, self.faiss_train_size, self.faiss_search_k)
+
+
+def _faiss_error(e: ValueError) -> PydanticCustomError:
+    return PydanticCustomError("faiss_index", "{message}", {"message": str(e)})  # without "Value error, "
 
 
 def _data_error(e: ValueError, named: str = "") -> PydanticCustomError:

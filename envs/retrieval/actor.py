@@ -25,26 +25,27 @@ import ray
 
 from .base import RetrievalError, check_topk
 from .corpus import Hit
-from .dense import DEFAULT_DENSE_MODEL, serve_queries_single_threaded
+from .dense import DEFAULT_DENSE_MODEL, FaissOptions, serve_queries_single_threaded
 from .index import build_or_load_index
 
 DEFAULT_ACTOR_NAME = "mem1-retriever"
 
 
-def _identity(corpus: str, kind: str, model: str) -> dict[str, str | None]:
+def _identity(corpus: str, kind: str, model: str, faiss_options: FaissOptions) -> dict[str, str | None]:
     """What a running actor must match to be reused (the resolved path, not a content hash:
     hashing a wiki-size corpus on every call would cost a minute)."""
-    return {"corpus": corpus, "kind": kind, "model": None if kind == "bm25" else model}
+    dense = kind != "bm25"
+    return {"corpus": corpus, "kind": kind, "model": model if dense else None, "faiss": repr(faiss_options) if dense else None}
 
 
 class RetrieverActor:
     """The actor's body: builds or loads the index once, then answers searches."""
 
-    def __init__(self, corpus: str, kind: str, cache_dir: str | None, model: str):
-        self.index = build_or_load_index(corpus, kind, cache_dir, model=model)
+    def __init__(self, corpus: str, kind: str, cache_dir: str | None, model: str, faiss_options: FaissOptions = FaissOptions()):
+        self.index = build_or_load_index(corpus, kind, cache_dir, model=model, faiss_options=faiss_options)
         if kind != "bm25":
             serve_queries_single_threaded()
-        self.identity = _identity(corpus, kind, model)
+        self.identity = _identity(corpus, kind, model, faiss_options)
 
     def describe(self) -> dict[str, str]:
         return self.identity
@@ -77,6 +78,7 @@ def start_retriever_actor(
     namespace: str | None = None,
     cache_dir: str | Path | None = None,
     model: str = DEFAULT_DENSE_MODEL,
+    faiss_options: FaissOptions = FaissOptions(),
     detached: bool = False,
     num_cpus: float = 0,
     timeout: float | None = 60.0,
@@ -85,7 +87,8 @@ def start_retriever_actor(
     actor outlives this job (give it a `namespace` so later jobs find it; stop it with
     `ray.kill(ray.get_actor(name, namespace))`); otherwise it
     dies when the last handle to it is dropped, so the creator keeps the returned retriever
-    for as long as workers use it. `timeout` is the per-search limit of the handle."""
+    for as long as workers use it. `timeout` is the per-search limit of the handle.
+    `model` and `faiss_options` shape a dense or hybrid index (envs/retrieval/dense.py)."""
     corpus = str(Path(corpus).resolve())
     handle = (
         ray.remote(RetrieverActor)
@@ -98,13 +101,13 @@ def start_retriever_actor(
             max_restarts=3,
             max_task_retries=2,  # searches are read-only, so a retry is safe
         )
-        .remote(corpus, kind, None if cache_dir is None else str(cache_dir), model)
+        .remote(corpus, kind, None if cache_dir is None else str(cache_dir), model, faiss_options)
     )
     try:
         identity = ray.get(handle.describe.remote())  # waits for the index; surfaces build errors
     except ray.exceptions.RayError as e:
         raise RuntimeError(f"retriever actor {name!r} failed to start over {corpus} ({kind}): {e}") from e
-    wanted = _identity(corpus, kind, model)
+    wanted = _identity(corpus, kind, model, faiss_options)
     if identity != wanted:
         raise ValueError(
             f"a retriever actor named {name!r} already serves {identity}, not {wanted}; "

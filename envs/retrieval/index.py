@@ -6,8 +6,10 @@
 The cache lives beside the corpus, in `<corpus>.index/<kind>-<key>/`, or under
 `cache_dir`. The key hashes the corpus *contents* (SHA-256, streamed; size and mtime
 would miss an edit that keeps both) together with the kind and what shapes the index (the
-tokenizer settings for BM25, the encoder for dense), so a changed corpus or a different
-encoder builds a new index instead of loading a stale one. A hybrid index is the BM25 and
+tokenizer settings for BM25, the encoder and the faiss factory string (with its training
+sample size when it trains) for dense), so a changed corpus, encoder or faiss index builds a
+new index instead of loading a stale one. The faiss search-time knob (`search_k`) is applied
+at load, so changing it needs no rebuild. A hybrid index is the BM25 and
 dense indexes, each cached under its own key, fused at query time.
 
 Writes are atomic: an index is built into a temporary sibling folder, its manifest
@@ -35,7 +37,7 @@ from pathlib import Path
 from .base import Retriever
 from .bm25 import BM25Index
 from .corpus import Document, read_corpus_jsonl
-from .dense import DEFAULT_DENSE_MODEL, DenseIndex
+from .dense import DEFAULT_DENSE_MODEL, DenseIndex, FaissOptions
 from .hybrid import HybridIndex
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,11 @@ def build_or_load_index(
     cache_dir: str | Path | None = None,
     *,
     model: str = DEFAULT_DENSE_MODEL,
+    faiss_options: FaissOptions = FaissOptions(),
 ) -> Retriever:
     """The `kind` index over the corpus JSONL, loaded from the cache or built and cached.
-    `model` is the sentence-transformers encoder of the dense part (dense and hybrid)."""
+    `model` is the sentence-transformers encoder of the dense part (dense and hybrid), and
+    `faiss_options` its faiss index (factory string, training sample, search-time knob)."""
     if kind not in INDEX_KINDS:
         raise ValueError(f"index kind {kind!r} is unknown: allowed {', '.join(INDEX_KINDS)}")
     corpus_path = Path(corpus_path)
@@ -84,23 +88,27 @@ def build_or_load_index(
     if not documents:
         raise ValueError(f"corpus file {corpus_path} holds no documents")
     if kind == "hybrid":
-        sparse = _cached("bm25", documents, digest, corpus_path, root, model)
-        return HybridIndex(sparse, _cached("dense", documents, digest, corpus_path, root, model))
-    return _cached(kind, documents, digest, corpus_path, root, model)
+        sparse = _cached("bm25", documents, digest, corpus_path, root, model, faiss_options)
+        return HybridIndex(sparse, _cached("dense", documents, digest, corpus_path, root, model, faiss_options))
+    return _cached(kind, documents, digest, corpus_path, root, model, faiss_options)
 
 
-def cache_folder(root: Path, kind: str, digest: str, model: str = DEFAULT_DENSE_MODEL) -> Path:
+def _settings(kind: str, model: str, faiss_options: FaissOptions) -> str:
+    return BM25Index.settings() if kind == "bm25" else DenseIndex.settings(model, faiss_options)
+
+
+def cache_folder(root: Path, kind: str, digest: str, model: str = DEFAULT_DENSE_MODEL, faiss_options: FaissOptions = FaissOptions()) -> Path:
     """Where the `kind` index of the corpus with this digest lives under `root`."""
-    settings = BM25Index.settings() if kind == "bm25" else DenseIndex.settings(model)
+    settings = _settings(kind, model, faiss_options)
     key = hashlib.sha256(f"{CACHE_FORMAT}|{kind}|{settings}|{digest}".encode()).hexdigest()[:16]
     return root / f"{kind}-{key}"
 
 
-def _cached(kind: str, documents: list[Document], digest: str, corpus_path: Path, root: Path, model: str):
-    folder = cache_folder(root, kind, digest, model)
+def _cached(kind: str, documents: list[Document], digest: str, corpus_path: Path, root: Path, model: str, faiss_options: FaissOptions):
+    folder = cache_folder(root, kind, digest, model, faiss_options)
     if (folder / MANIFEST_FILE).is_file():
         try:
-            index = BM25Index.load(folder, documents) if kind == "bm25" else DenseIndex.load(folder, documents, model)
+            index = BM25Index.load(folder, documents) if kind == "bm25" else DenseIndex.load(folder, documents, model, faiss_options)
         except Exception as e:  # a complete but unreadable index: say which and how to recover
             raise RuntimeError(f"cached {kind} index {folder} cannot be loaded ({e}); delete that folder to rebuild it") from e
         log.info("loaded %s index of %s from %s", kind, corpus_path, folder)
@@ -108,12 +116,12 @@ def _cached(kind: str, documents: list[Document], digest: str, corpus_path: Path
 
     _remove_stale_temps(root, folder.name)
     start = time.perf_counter()
-    index = BM25Index.build(documents) if kind == "bm25" else DenseIndex.build(documents, model)
+    index = BM25Index.build(documents) if kind == "bm25" else DenseIndex.build(documents, model, faiss_options)
     seconds = time.perf_counter() - start
     manifest = {
         "format": CACHE_FORMAT,
         "kind": kind,
-        "settings": BM25Index.settings() if kind == "bm25" else DenseIndex.settings(model),
+        "settings": _settings(kind, model, faiss_options),
         "corpus": str(corpus_path.resolve()),
         "corpus_sha256": digest,
         "num_docs": len(documents),

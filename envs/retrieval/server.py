@@ -47,7 +47,7 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from .base import Retriever
 from .corpus import Hit
-from .dense import serve_queries_single_threaded
+from .dense import DEFAULT_FAISS_TRAIN_SIZE, FaissOptions, serve_queries_single_threaded
 from .index import INDEX_KINDS, build_or_load_index
 
 log = logging.getLogger(__name__)
@@ -213,14 +213,16 @@ def serve(
     default_topk: int = DEFAULT_TOPK,
     ready_file: str | Path | None = None,
     exit_with_parent: bool = False,
+    faiss_options: FaissOptions = FaissOptions(),
 ) -> None:
     """Build or load the index, then serve it until interrupted (blocking). `ready_file`, if
-    given, receives {"url": ..., "pid": ...} once the socket listens."""
+    given, receives {"url": ..., "pid": ...} once the socket listens. `faiss_options` shape a
+    dense or hybrid index (envs/retrieval/dense.py)."""
     import uvicorn
 
     sock = _bind(host, port)  # before the (possibly long) build: a busy port fails at once
     try:
-        retriever = build_or_load_index(corpus, index, cache_dir)
+        retriever = build_or_load_index(corpus, index, cache_dir, faiss_options=faiss_options)
         if index != "bm25":
             serve_queries_single_threaded()
         num_docs = len(retriever.documents)
@@ -251,6 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; the server has no authentication)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     parser.add_argument("--cache-dir", default=None, help="where indexes are cached (default: <corpus>.index/ beside the corpus)")
+    parser.add_argument("--faiss-index", default="Flat", help="dense/hybrid: a faiss index_factory string, e.g. Flat (exact, default), HNSW32, IVF4096,PQ32")
+    parser.add_argument("--faiss-train-size", type=int, default=DEFAULT_FAISS_TRAIN_SIZE, help=f"dense/hybrid: most passages an IVF/PQ index trains on (default: {DEFAULT_FAISS_TRAIN_SIZE})")
+    parser.add_argument("--faiss-search-k", type=int, default=None, help="dense/hybrid: IVF nprobe or HNSW efSearch (default: faiss's, 1 and 16)")
     parser.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="hits per query when a request gives no topk (default: 3)")
     parser.add_argument("--max-queries", type=int, default=ServerLimits.max_queries, help="queries per request (default: 256)")
     parser.add_argument("--max-query-chars", type=int, default=ServerLimits.max_query_chars, help="characters per query (default: 2000)")
@@ -267,9 +272,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     limits = ServerLimits(
         max_queries=args.max_queries, max_query_chars=args.max_query_chars, max_topk=args.max_topk, max_body_bytes=args.max_body_bytes
     )
+    faiss_options = FaissOptions(args.faiss_index, args.faiss_train_size, args.faiss_search_k)  # ValueError on a bad size
     serve(
         args.corpus, args.index, args.host, args.port, args.cache_dir,
         limits=limits, default_topk=args.topk, ready_file=args.ready_file, exit_with_parent=args.exit_with_parent,
+        faiss_options=faiss_options,
     )
     return 0
 

@@ -23,9 +23,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import requests
+
+if TYPE_CHECKING:  # the parent needs only its fields, not faiss
+    from .dense import FaissOptions
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]  # so the child imports this same source tree
 
@@ -86,13 +89,15 @@ def start_server_process(
     timeout: float | None = 600.0,
     log_path: str | Path | None = None,
     extra_args: Sequence[str] = (),
+    faiss_options: "FaissOptions | None" = None,
 ) -> RetrieverServer:
     """Start the server and return once /health answers. `timeout` (seconds; None: as long
     as the child lives) covers building the index on a first run: BM25 takes seconds, but a
     dense index encodes about 1,000 tokens/s on a small CPU, so build a big corpus's index
     beforehand with `build_or_load_index` (the server then loads it from the cache).
     `log_path` keeps the child's output; by default it goes to a temporary file removed by
-    `stop()`. `extra_args` are more server options (e.g. ["--max-topk", "50"])."""
+    `stop()`. `extra_args` are more server options (e.g. ["--max-topk", "50"]).
+    `faiss_options` shape a dense or hybrid index; None: the server's defaults (exact Flat)."""
     temp_dir = Path(tempfile.mkdtemp(prefix="mem1-retriever-"))
     ready_file = temp_dir / "ready.json"
     log_file = Path(log_path) if log_path is not None else temp_dir / "server.log"
@@ -103,6 +108,10 @@ def start_server_process(
     ]
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
+    if faiss_options is not None:
+        command += ["--faiss-index", faiss_options.factory, "--faiss-train-size", str(faiss_options.train_size)]
+        if faiss_options.search_k is not None:
+            command += ["--faiss-search-k", str(faiss_options.search_k)]
     command += list(extra_args)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)

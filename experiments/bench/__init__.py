@@ -3,6 +3,7 @@
     python -m experiments.bench.memory_scaling      # peak tokens per policy vs N (MEM1's claim)
     python -m experiments.bench.learner             # packed vs per-turn replay, forward + backward tokens/s
     python -m experiments.bench.sampler_throughput  # tokens/s of a sampler backend
+    python -m experiments.bench.retrieval           # faiss indexes: recall, latency, size (retriever.faiss_index)
 
 Speed and memory targets live here, never in unit tests (machines differ; tests must not
 flake). Every result records the machine, the package versions and the exact command, so
