@@ -21,33 +21,15 @@ import pytest
 from envs import QAConfig, QAEnv, TextEnv
 from envs.data import build_task_set, generate_world
 from envs.qa import QA_DEMONSTRATION
-from envs.retrieval import build_or_load_index
 from experiments.rollout import EpisodeRequest, RolloutStats, derive_seed, rollout
-from policies.chat import ChatFormat
 from policies.memory import make_memory_policy
 from policies.models import kv_bytes_per_token, tiny_model_config
 from policies.records import GENERATED, OBSERVATION
-from policies.samplers import SamplingParams, TransformersSampler
+from policies.samplers import SamplingParams
 from policies.samplers.stops import decode
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = SamplingParams(temperature=0.0, max_new_tokens=10)
-
-
-@pytest.fixture(scope="module")
-def sampler(tiny_model_dir, tokenizer):
-    return TransformersSampler(tiny_model_dir, tokenizer)
-
-
-@pytest.fixture(scope="module")
-def chat(tokenizer):
-    return ChatFormat(tokenizer)
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    files = generate_world(0, "small").write(tmp_path_factory.mktemp("world"))
-    return build_or_load_index(files.corpus, "bm25")
 
 
 @pytest.fixture(scope="module")

@@ -20,36 +20,18 @@ import torch
 
 from envs import QAConfig, QAEnv
 from envs.data import build_task_set, generate_world
-from envs.retrieval import build_or_load_index
 from experiments.config import TrainConfig, validate
 from experiments.rollout import EpisodeRequest, RolloutStats, rollout, search_notes
 from experiments.train import train
-from policies.chat import ChatFormat
 from policies.memory import Notes, Summary, make_memory_policy
 from policies.models import load_model
 from policies.packer import collate, pack_episode, token_logp
 from policies.records import GENERATED, MEMORY_CALL, MEMORY_PROMPT, OBSERVATION, action_turns, valid_action_rate
-from policies.samplers import SamplingParams, ScriptedSampler, TransformersSampler
+from policies.samplers import SamplingParams, ScriptedSampler
 from tests.policies.test_packer import replay_logp
 
 PARAMS = SamplingParams(temperature=0.0, max_new_tokens=10)
 POLICIES = ["summary", "amem(k=2)"]
-
-
-@pytest.fixture(scope="module")
-def sampler(tiny_model_dir, tokenizer):
-    return TransformersSampler(tiny_model_dir, tokenizer)
-
-
-@pytest.fixture(scope="module")
-def chat(tokenizer):
-    return ChatFormat(tokenizer)
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    files = generate_world(0, "small").write(tmp_path_factory.mktemp("world"))
-    return build_or_load_index(files.corpus, "bm25")
 
 
 @pytest.fixture(scope="module")
