@@ -29,6 +29,7 @@ import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
@@ -45,12 +46,13 @@ from policies.losses import grpo_advantages
 from policies.packer import episode_token_values, group_token_rewards, pad_columns
 from policies.rl_module import CausalLMModule
 
-from .config import TrainConfig
+from .config import SINGLE_AGENT, TrainConfig
 from .env_runner import ACTION_SPACE, OBS_SPACE, Mem1EnvRunner
 from .faults import SampleTimeoutError
 
 
 logger = logging.getLogger(__name__)
+assert SINGLE_AGENT == DEFAULT_MODULE_ID, "experiments/config.py SINGLE_AGENT must be RLlib's DEFAULT_MODULE_ID"
 
 
 class Mem1Config(AlgorithmConfig):
@@ -105,7 +107,7 @@ class Mem1Algorithm(Algorithm):
 
         t0 = time.perf_counter()
         group.sync_weights(
-            from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID], inference_only=True,
+            from_worker_or_learner_group=self.learner_group, policies=list(self.config.mem1["agents"]), inference_only=True,
             timeout_seconds=600.0,  # wait: the next sample must see the new weights
         )
         timings["sync_s"] = time.perf_counter() - t0
@@ -139,6 +141,27 @@ class Mem1Algorithm(Algorithm):
         return {"rollout/env_runners_died": float(len(died)), "rollout/env_runners_timed_out": float(len(late))}
 
     def _train_batch(self, records: list[dict]) -> tuple[MultiAgentBatch, dict[str, float]]:
+        """The learner's batch, one module's columns per agent, and the rollout metrics: as
+        they are for one agent, and per agent under `agents/<name>/` for several (with the
+        iteration's totals, e.g. turns and sampling speed, unprefixed)."""
+        by_agent: dict[str, list[dict]] = {}
+        for r in records:
+            by_agent.setdefault(r["agent"], []).append(r)
+        columns, rollout = {}, {}
+        for agent, mine in by_agent.items():
+            columns[agent], metrics = self._agent_columns(mine)
+            if len(self.config.mem1["agents"]) == 1:
+                rollout.update(metrics)
+            else:
+                rollout.update({f"agents/{agent}/{k}": v for k, v in metrics.items() if k not in ("turns", "return_mean")})
+        if len(self.config.mem1["agents"]) > 1:
+            totals = _rollout_metrics(records)
+            rollout.update({k: totals[k] for k in ("turns", "perf/generated_tokens", "perf/sample_tokens_per_s", "rollout/episodes")})
+            rollout["return_mean"] = float(np.mean([r["return"] for r in records]))
+        rows = sum(len(c[C.LOSS_MASK]) for c in columns.values())
+        return MultiAgentBatch({agent: SampleBatch(c) for agent, c in columns.items()}, env_steps=rows), rollout
+
+    def _agent_columns(self, records: list[dict]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         settings = self.config.mem1["config"]
         returns = np.asarray([r["return"] for r in records], dtype=np.float32)
         groups = {g: i for i, g in enumerate(dict.fromkeys(r["group"] for r in records))}
@@ -162,7 +185,6 @@ class Mem1Algorithm(Algorithm):
             C.GROUP_IDS: np.asarray([group_ids[idx[0]] for idx in members], dtype=np.int64),
         })
         cols = shardable(cols, self.config.num_learners, settings["algorithm"]["minibatches"])
-        batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(cols)}, env_steps=b)
         rollout = _rollout_metrics(records)
         rollout["return_mean"] = float(returns.mean())
         # Groups whose episodes all got the same return have zero GRPO advantage: no policy
@@ -171,7 +193,7 @@ class Mem1Algorithm(Algorithm):
         if settings["algorithm"]["name"] == "grpo":  # PPO's baseline is the critic: no groups
             spread = [np.ptp(returns[group_ids == g]) > 1e-6 for g in range(len(groups))]
             rollout["rollout/groups_with_signal"] = float(np.mean(spread))
-        return batch, rollout
+        return cols, rollout
 
 
 def shardable(cols: dict[str, np.ndarray], num_learners: int, minibatches: int) -> dict[str, np.ndarray]:
@@ -287,9 +309,23 @@ def build_algorithm_config(config: TrainConfig, worker_overrides: dict[str, Any]
         .debugging(seed=config.seed)
         .fault_tolerance(restart_failed_env_runners=True)
     )
+    agents = config.agent_memories()
+    if config.agents:
+        # one module per agent, each its own weights and optimizer (RLlib's multi-agent API);
+        # an agent's own lr is RLlib's per-module config override
+        spec = functools.partial(RLModuleSpec, module_class=CausalLMModule, model_config=module, observation_space=OBS_SPACE, action_space=ACTION_SPACE)
+        cfg.rl_module(
+            rl_module_spec=MultiRLModuleSpec(rl_module_specs={agent: spec() for agent in agents}),
+            algorithm_config_overrides_per_module={name: {"lr": agent.lr} for name, agent in config.agents.items() if agent.lr},
+        )
+        cfg.multi_agent(policies=set(agents), policy_mapping_fn=lambda agent_id, episode, **kw: agent_id)
+        # Remote runners only: the driver builds RLlib's default connector pipelines from the
+        # placeholder spaces, and their agent-to-module mapping wants gym Dict spaces. Text
+        # episodes never pass through connectors, so none are built.
+        cfg.env_runners(add_default_connectors_to_env_to_module_pipeline=False, add_default_connectors_to_module_to_env_pipeline=False)
     if a.warmup_iterations:
         cfg.experimental(_torch_lr_scheduler_classes=[functools.partial(torch.optim.lr_scheduler.LambdaLR, lr_lambda=_warmup(a.warmup_iterations))])
-    cfg.mem1 = {"config": plain, "module": module}
+    cfg.mem1 = {"config": plain, "module": module, "agents": list(agents)}
     return cfg
 
 
@@ -298,9 +334,10 @@ def _warmup(steps: int):
 
 
 def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The metrics of one `algo.train()` result, with stable namespaced names."""
+    """The metrics of one `algo.train()` result, with stable namespaced names (a multi-agent
+    run's learner metrics under `agents/<name>/`, as its rollout metrics)."""
     out = {k: float(v) for k, v in result.get("mem1", {}).items() if k != "turns"}
-    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    learners = result.get(LEARNER_RESULTS, {})
     names = {
         "policy_loss": "loss/policy", "entropy": "loss/entropy", "clipfrac": "loss/clipfrac", "approx_kl": "loss/approx_kl",
         "kl": "loss/kl_ref", "value_loss": "loss/value", "explained_variance": "loss/explained_variance",
@@ -309,7 +346,11 @@ def iteration_metrics(result: dict[str, Any]) -> dict[str, float]:
         "total_loss": "loss/total", "gradients_default_optimizer_global_norm": "loss/grad_norm",
         "default_optimizer_learning_rate": "loss/lr",
     }
-    for k, name in names.items():
-        if k in learner:
-            out[name] = float(learner[k])
+    for module_id, learner in learners.items():
+        if not isinstance(learner, dict) or not any(k in learner for k in names):
+            continue  # RLlib's own entries (all modules, counters)
+        prefix = "" if module_id == DEFAULT_MODULE_ID else f"agents/{module_id}/"
+        for k, name in names.items():
+            if k in learner:
+                out[prefix + name] = float(learner[k])
     return out

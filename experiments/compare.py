@@ -422,7 +422,7 @@ def _log(c: Comparison, page: Path, named: Sequence[str] | None) -> str | None:
     run = client.create_run(exp_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
                             tags={"kind": "compare", "git_sha": tracking.git_sha() or "unknown"})
     try:
-        client.log_param(run.info.run_id, "compare.experiments", tracking._param(",".join(c.experiments)))  # MLflow's length limit
+        client.log_param(run.info.run_id, "compare.experiments", tracking.param_value(",".join(c.experiments)))  # MLflow's length limit
         client.log_artifact(run.info.run_id, str(page))
     except BaseException:
         client.set_terminated(run.info.run_id, "FAILED")

@@ -16,6 +16,7 @@ thing everywhere (and land under the same MLflow param names).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -479,6 +480,17 @@ class SweepSection(Section):
         return self
 
 
+# RLlib's DEFAULT_MODULE_ID: the module id of a run with one agent (experiments/algorithm.py checks it)
+SINGLE_AGENT = "default_policy"
+
+
+class AgentSection(Section):
+    """One agent of a multi-agent run (`agents:`): its own weights, optimizer and memory policy."""
+
+    memory: MemorySection = Field(MemorySection(), description="This agent's memory policy (the same forms as the top-level memory: section).")
+    lr: float | None = Field(None, gt=0, description="This agent's learning rate; None: algorithm.lr.")
+
+
 class TrainConfig(Section):
     name: str = Field("train", description="Run name: outputs go to <output_dir>/<name>-<timestamp>; --resume finds the newest by it.")
     output_dir: Path = Field(Path("runs"), description="Where run folders (and the default MLflow store, mlflow.db) go.")
@@ -490,10 +502,36 @@ class TrainConfig(Section):
     env: EnvSection = QAEnvSection()
     algorithm: AlgorithmSection = AlgorithmSection()
     memory: MemorySection = MemorySection()
+    agents: dict[str, AgentSection] = Field({}, description="Several agents trained side by side in one run, by name (e.g. {mem1: {memory: mem1}, full: {memory: full_context}}): each its own weights and optimizer, all on the same tasks with the same seeds; metrics per agent (MLflow: a child run each). Empty: one agent under `memory`.")
     training: TrainingSection = TrainingSection()
     sft: SFTSection = SFTSection()
     tracking: TrackingSection = TrackingSection(experiment="mem1-train")
     sweep: SweepSection = SweepSection()
+
+    @field_validator("agents")
+    @classmethod
+    def _agent_names(cls, v: dict[str, AgentSection]) -> dict[str, AgentSection]:
+        for name in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name) or name == SINGLE_AGENT:
+                raise ValueError(f"agent name {name!r}: lower-case letters, digits and _, starting with a letter (it names metrics, "
+                                 f"MLflow runs and folders), and not {SINGLE_AGENT!r}")
+        if len(v) == 1:
+            raise ValueError(f"one agent ({next(iter(v))!r}): a run with one agent needs no agents: section; set memory: instead")
+        return v
+
+    @model_validator(mode="after")
+    def _agents_supported(self) -> "TrainConfig":
+        if self.agents and self.training.num_learners > 1:
+            raise ValueError(f"agents with training.num_learners={self.training.num_learners}: several agents train on one learner "
+                             "for now; set num_learners <= 1")
+        if self.agents and self.algorithm.name == "sft":
+            raise ValueError("agents with algorithm.name=sft: fine-tune one model with mem1 sft, then train the agents from it "
+                             "(training.init_from)")
+        return self
+
+    def agent_memories(self) -> dict[str, MemorySection]:
+        """Agent (RLlib module id) -> its memory section: the one agent of a plain run is SINGLE_AGENT."""
+        return {name: agent.memory for name, agent in self.agents.items()} if self.agents else {SINGLE_AGENT: self.memory}
 
     @model_validator(mode="after")
     def _several_learners(self) -> "TrainConfig":

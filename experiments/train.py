@@ -2,7 +2,7 @@
 
     runs/<name>-<time>/run.json            the MLflow run id and the checkpoints (for --resume)
     runs/<name>-<time>/checkpoints/iter_K  RLlib checkpoints (every k iterations and on exit)
-    runs/<name>-<time>/model/              the trained policy as a Hugging Face folder
+    runs/<name>-<time>/model/              the trained policy as a Hugging Face folder (model/<agent>/ each, with agents:)
     runs/<name>-<time>/metrics.jsonl       one line of metrics per iteration
 
 Every iteration prints one line (reward, EM/F1, peak tokens, KL, tokens/s, time split) and
@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +39,8 @@ class TrainResult:
     mlflow_run_id: str
     model_dir: Path | None
     history: list[dict]
+    agent_runs: dict[str, str] = field(default_factory=dict)  # agent -> its MLflow child run (a multi-agent run)
+    agent_models: dict[str, Path] = field(default_factory=dict)  # agent -> its exported folder
 
 
 def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, allow_config_change: bool = False,
@@ -78,22 +80,29 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, all
                 _cut_metrics_file(run_dir / "metrics.jsonl", algo.training_iteration)
             pending: list[tuple[int, dict]] = []  # MLflow gets them with the checkpoint that holds them
 
+            def log_iteration(m: dict, step: int) -> None:
+                tracking.log_metrics(m, step=step)
+                for agent, run_id in state.get("agent_runs", {}).items():
+                    tracking.log_metrics(agent_metrics(m, agent), step=step, run_id=run_id)
+
             def checkpoint_and_log() -> None:
                 _checkpoint(algo, run_dir, state, config.training.keep_checkpoints)
                 for step, m in pending:
-                    tracking.log_metrics(m, step=step)
+                    log_iteration(m, step)
                 pending.clear()
 
             with tracking.run(
                 exp_id, config.tracking.run_name or run_dir.name, run_id=state.get("mlflow_run_id"), parent_run_id=config.tracking.parent_run_id,
-                params=flat_params(config), tags={"kind": "train", "memory_policy": config.memory.spec, "run_dir": str(run_dir.resolve())},
+                params=flat_params(config), tags={"kind": "train", "memory_policy": policy_spec(config), "run_dir": str(run_dir.resolve())},
             ) as run:
                 state["mlflow_run_id"] = run.info.run_id
+                if config.agents and not state.get("agent_runs"):
+                    state["agent_runs"] = _agent_runs(config, exp_id, run, run_dir)
                 _save_state(run_dir, state)
                 if resume:  # a kill between a checkpoint and its metrics' logging left them out
                     _log_missing_steps(run.info.run_id, run_dir / "metrics.jsonl")
                 if not quiet:
-                    print(f"training {config.memory.spec} with {config.algorithm.name} for {config.training.iterations} iterations; outputs in {run_dir}")
+                    print(f"training {policy_spec(config)} with {config.algorithm.name} for {config.training.iterations} iterations; outputs in {run_dir}")
                 try:
                     while algo.training_iteration < config.training.iterations:
                         t0 = time.perf_counter()
@@ -102,13 +111,13 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, all
                         it = algo.training_iteration
                         history.append({"iteration": it, **metrics})
                         if log_each_iteration:
-                            tracking.log_metrics(metrics, step=it)
+                            log_iteration(metrics, it)
                         else:
                             pending.append((it, metrics))
                         with open(run_dir / "metrics.jsonl", "a") as f:
                             f.write(json.dumps({"iteration": it, **metrics}) + "\n")
                         if not quiet:
-                            print(progress_line(it, config.training.iterations, metrics), flush=True)
+                            print(progress_line(it, config.training.iterations, metrics, list(config.agents)), flush=True)
                         if on_iteration is not None:
                             on_iteration(it, metrics)
                         check_search_errors(metrics, config.training.max_search_error_rate, retriever, it)
@@ -117,14 +126,22 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, all
                 finally:  # also on Ctrl-C or a crash: nothing learned is lost
                     if algo.training_iteration and not (state.get("checkpoints") or [""])[-1].endswith(f"iter_{algo.training_iteration:04d}"):
                         checkpoint_and_log()
-                model_dir = export_policy(algo.learner_group, config, run_dir / "model") if config.training.export_model else None
-                if model_dir is not None and config.training.log_model:
+                agent_models = {}
+                if config.training.export_model and config.agents:
+                    agent_models = {agent: export_policy(algo.learner_group, config, run_dir / "model" / agent, module_id=agent) for agent in config.agents}
+                    model_dir = run_dir / "model"
+                else:
+                    model_dir = export_policy(algo.learner_group, config, run_dir / "model") if config.training.export_model else None
+                for run_id in state.get("agent_runs", {}).values():
+                    mlflow_client().set_terminated(run_id, "FINISHED")
+                if model_dir is not None and config.training.log_model and not config.agents:  # an agent's folder registers by path
                     model_uri = registry.log_policy(model_dir)
                     if config.training.registered_model_name:
                         uri = tracking.tracking_uri(config.tracking.tracking_uri, config.output_dir)
                         registry.register_logged(model_uri, config.training.registered_model_name, run_dir, uri)
                 tracking.log_artifacts([run_dir / "metrics.jsonl"])
-        return TrainResult(run_dir, algo.training_iteration, state["mlflow_run_id"], model_dir, history)
+        return TrainResult(run_dir, algo.training_iteration, state["mlflow_run_id"], model_dir, history,
+                           dict(state.get("agent_runs", {})), agent_models)
     finally:
         if algo is not None:
             algo.stop()
@@ -132,13 +149,57 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False, all
             ray.shutdown()
 
 
-def progress_line(it: int, total: int, m: dict[str, float]) -> str:
+def policy_spec(config: TrainConfig) -> str:
+    """The memory policy trained, or every agent's: `mem1=mem1,full=full_context`."""
+    return ",".join(f"{agent}={memory.spec}" for agent, memory in config.agent_memories().items()) if config.agents else config.memory.spec
+
+
+def agent_metrics(metrics: dict[str, float], agent: str) -> dict[str, float]:
+    """One agent's metrics of a multi-agent iteration under the names of a plain run (so
+    `mem1 compare` lines its child run up with single-agent runs), with the iteration's time split."""
+    prefix = f"agents/{agent}/"
+    own = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+    return {**{k: v for k, v in metrics.items() if k.startswith("perf/") and k not in own}, **own}
+
+
+def _agent_runs(config: TrainConfig, experiment_id: str, parent, run_dir: Path) -> dict[str, str]:
+    """One MLflow child run per agent, its params those of a plain run of its memory policy."""
+    from mlflow.entities import Param
+
+    client = mlflow_client()
+    runs = {}
+    for agent, memory in config.agent_memories().items():
+        plain = config.model_copy(update={"memory": memory, "agents": {}})
+        run = client.create_run(experiment_id, run_name=f"{parent.info.run_name}/{agent}", tags={
+            "mlflow.parentRunId": parent.info.run_id, "kind": "train", "agent": agent, "memory_policy": memory.spec,
+            "run_dir": str(run_dir.resolve()), "git_sha": tracking.git_sha() or "unknown",
+        })
+        client.log_batch(run.info.run_id, params=[Param(k, tracking.param_value(v)) for k, v in flat_params(plain).items()])
+        runs[agent] = run.info.run_id
+    return runs
+
+
+def mlflow_client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def progress_line(it: int, total: int, m: dict[str, float], agents: list[str] | None = None) -> str:
+    """One line per iteration; a multi-agent run adds one line per agent."""
+    g = lambda k: m.get(k, float("nan"))
+    speed = f"{g('perf/sample_tokens_per_s'):.0f} tok/s | sample {g('perf/sample_s'):.0f}s learn {g('perf/learn_s'):.0f}s sync {g('perf/sync_s'):.1f}s"
+    if agents:
+        return "\n".join([f"it {it:>3}/{total} | {speed}"] + [f"    {agent}: {_policy_summary(agent_metrics(m, agent))}" for agent in agents])
+    return f"it {it:>3}/{total} | {_policy_summary(m)} | {speed}"
+
+
+def _policy_summary(m: dict[str, float]) -> str:
     g = lambda k: m.get(k, float("nan"))
     signal = f" signal {m['rollout/groups_with_signal']:.2f}" if "rollout/groups_with_signal" in m else ""  # GRPO only
     return (
-        f"it {it:>3}/{total} | reward {g('rollout/reward'):+.3f} em {g('rollout/em'):.3f} f1 {g('rollout/f1'):.3f} "
-        f"valid {g('rollout/valid_action_rate'):.2f}{signal} | peak {g('memory/peak_tokens'):.0f} tok | kl {g('loss/kl_ref') if 'loss/kl_ref' in m else 0.0:.4f} "
-        f"| {g('perf/sample_tokens_per_s'):.0f} tok/s | sample {g('perf/sample_s'):.0f}s learn {g('perf/learn_s'):.0f}s sync {g('perf/sync_s'):.1f}s"
+        f"reward {g('rollout/reward'):+.3f} em {g('rollout/em'):.3f} f1 {g('rollout/f1'):.3f} "
+        f"valid {g('rollout/valid_action_rate'):.2f}{signal} | peak {g('memory/peak_tokens'):.0f} tok | kl {g('loss/kl_ref') if 'loss/kl_ref' in m else 0.0:.4f}"
     )
 
 
@@ -235,16 +296,18 @@ def _checkpoint(algo, run_dir: Path, state: dict, keep: int) -> Path:
 # -- export ---------------------------------------------------------------------------------
 
 
-def export_policy(learner_group, config: TrainConfig, out: Path) -> Path:
-    """The learner's current policy as a Hugging Face folder (weights + tokenizer), loadable
-    by transformers, vLLM and `mem1 eval` (model.name: <folder>)."""
+def export_policy(learner_group, config: TrainConfig, out: Path, module_id: str | None = None) -> Path:
+    """The learner's current policy (one agent's, by module id) as a Hugging Face folder
+    (weights + tokenizer), loadable by transformers, vLLM and `mem1 eval` (model.name: <folder>)."""
     import torch
-    from ray.rllib.core import DEFAULT_MODULE_ID
 
     from policies.models import load_model, load_tokenizer
 
-    state = learner_group.get_state(components=f"learner/rl_module/{DEFAULT_MODULE_ID}", inference_only=True)
-    weights = state["learner"]["rl_module"][DEFAULT_MODULE_ID]
+    from .config import SINGLE_AGENT
+
+    module_id = module_id or SINGLE_AGENT
+    state = learner_group.get_state(components=f"learner/rl_module/{module_id}", inference_only=True)
+    weights = state["learner"]["rl_module"][module_id]
     model = load_model(config.model.name, dtype=config.model.dtype)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     tmp = out.with_name(out.name + ".partial")
@@ -252,5 +315,6 @@ def export_policy(learner_group, config: TrainConfig, out: Path) -> Path:
     model.save_pretrained(tmp)
     load_tokenizer(config.model.name).save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)
     return out

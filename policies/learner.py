@@ -112,57 +112,78 @@ class Mem1Learner(TorchLearner):
 
     @override(TorchLearner)
     def _update(self, batch: dict[str, Any]) -> tuple[Any, Any, Any]:
-        mid = DEFAULT_MODULE_ID
-        cols = batch[mid]
-        wrapped = self.module[mid]  # DDP with several learners: its forward arms the gradient all-reduce
-        module = wrapped.unwrapped()
+        """`epochs` x `minibatches` optimizer steps. With several modules (one per agent) every
+        step takes one minibatch of each module's own rows, so each module's optimizer and LR
+        schedule step once per step; a module absent from the batch gets no gradient, and its
+        optimizer's step leaves it unchanged."""
         s = self.settings
-        rows = cols[C.INPUT_IDS].shape[0]
-        if self.distributed and rows < s["minibatches"]:  # every learner must take the same optimizer steps
-            raise ValueError(f"this learner's shard has {rows} rows, fewer than algorithm.minibatches={s['minibatches']}; "
-                             f"pad the batch with experiments.algorithm.shardable before LearnerGroup.update")
-        loss_mask = cols[C.LOSS_MASK].bool()
-
-        self._mismatch_max = 0.0
-        extra = self._prepare(module, cols)  # old_logp, ref_logp, old_values, advantages, returns
+        loss_masks, extras, rows = {}, {}, {}
+        for mid, cols in batch.items():
+            rows[mid] = cols[C.INPUT_IDS].shape[0]
+            if self.distributed and rows[mid] < s["minibatches"]:  # every learner must take the same optimizer steps
+                raise ValueError(f"this learner's shard has {rows[mid]} rows, fewer than algorithm.minibatches={s['minibatches']}; "
+                                 f"pad the batch with experiments.algorithm.shardable before LearnerGroup.update")
+            loss_masks[mid] = cols[C.LOSS_MASK].bool()
+            extras[mid] = self._prepare(mid, self.module[mid].unwrapped(), cols)  # old_logp, ref_logp, old_values, advantages, returns
+        self._mismatch_max = dict.fromkeys(batch, 0.0)
         fwd_out: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self._device)
+        totals = {mid: torch.zeros((), device=self._device) for mid in batch}
         step = 0
         for _ in range(s["epochs"]):
-            order = self._rng.permutation(rows) if s["minibatches"] > 1 else np.arange(rows)
-            for minibatch in np.array_split(order, s["minibatches"]):
-                if minibatch.size == 0:
+            splits = {mid: np.array_split(self._rng.permutation(rows[mid]) if s["minibatches"] > 1 else np.arange(rows[mid]), s["minibatches"])
+                      for mid in batch}
+            for k in range(s["minibatches"]):
+                if all(splits[mid][k].size == 0 for mid in batch):
                     continue
-                # the whole minibatch's tokens, over all learners' shards of it
-                n_tokens = self._all_reduce(loss_mask[minibatch].sum().float()).clamp(min=1)
                 for optim in self._optimizer_parameters:
                     optim.zero_grad(set_to_none=True)
-                # DDP divides the summed gradients by the learner count: multiplying the loss
-                # by it back makes the result the token mean over the whole minibatch
-                self._normalizer = n_tokens / self.world
-                self._sums = {}
-                for start in range(0, minibatch.size, s["micro_batch_size"]):
-                    last = start + s["micro_batch_size"] >= minibatch.size
-                    idx = torch.as_tensor(minibatch[start : start + s["micro_batch_size"]], device=self._device)
-                    micro = {k: v[idx] for k, v in {**cols, **extra}.items()}
-                    with contextlib.nullcontext() if last or not self.distributed else wrapped.no_sync():
-                        fwd_out = wrapped(micro)  # forward_train: CausalLMModule._forward_train
-                        loss = self.compute_loss_for_module(module_id=mid, config=self.config, batch=micro, fwd_out=fwd_out)
-                        loss.backward()
-                    total = total + loss.detach()
+                sums = {}
+                for mid, cols in batch.items():
+                    minibatch = splits[mid][k]
+                    if minibatch.size == 0:
+                        continue
+                    fwd_out, loss, sums[mid] = self._accumulate(mid, {**cols, **extras[mid]}, loss_masks[mid], minibatch)
+                    totals[mid] = totals[mid] + loss
                 grads = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
                 self.apply_gradients(self.postprocess_gradients(grads))
-                keys = [k for k in self._sums if step or k not in RATIO_METRICS]
-                if keys:
-                    sums = self._all_reduce(torch.stack([torch.as_tensor(self._sums[k], dtype=torch.float32, device=self._device) for k in keys]))
-                    for k, v in zip(keys, sums / n_tokens):
-                        self.metrics.log_value((mid, k), float(v), window=1)
+                for mid, (module_sums, n_tokens) in sums.items():
+                    keys = [key for key in module_sums if step or key not in RATIO_METRICS]
+                    if keys:
+                        reduced = self._all_reduce(torch.stack([torch.as_tensor(module_sums[key], dtype=torch.float32, device=self._device) for key in keys]))
+                        for key, v in zip(keys, reduced / n_tokens):
+                            self.metrics.log_value((mid, key), float(v), window=1)
                 step += 1
         if self.on_policy and self.objective.sampled:
-            worst = self._all_reduce(torch.tensor(self._mismatch_max, device=self._device), op=dist.ReduceOp.MAX)
-            self.metrics.log_value((mid, "rollout_logp_mismatch_max"), float(worst), window=1)
+            for mid in batch:
+                worst = self._all_reduce(torch.tensor(self._mismatch_max[mid], device=self._device), op=dist.ReduceOp.MAX)
+                self.metrics.log_value((mid, "rollout_logp_mismatch_max"), float(worst), window=1)
         steps = s["epochs"] * s["minibatches"]
-        return fwd_out, {mid: self._all_reduce(total) / (steps * self.world)}, {}
+        return fwd_out, {mid: self._all_reduce(totals[mid]) / (steps * self.world) for mid in batch}, {}
+
+    def _accumulate(self, mid: str, cols: dict[str, Any], loss_mask: torch.Tensor, minibatch: np.ndarray):
+        """Forward and backward of one module's minibatch, micro-batch by micro-batch, so the
+        summed gradients are its token mean. Returns the last forward's output, the summed
+        loss and (the metric token sums, the minibatch's token count)."""
+        s = self.settings
+        wrapped = self.module[mid]  # DDP with several learners: its forward arms the gradient all-reduce
+        # the whole minibatch's tokens, over all learners' shards of it
+        n_tokens = self._all_reduce(loss_mask[minibatch].sum().float()).clamp(min=1)
+        # DDP divides the summed gradients by the learner count: multiplying the loss by it
+        # back makes the result the token mean over the whole minibatch
+        self._normalizer = n_tokens / self.world
+        self._sums = {}
+        total = torch.zeros((), device=self._device)
+        fwd_out = {}
+        for start in range(0, minibatch.size, s["micro_batch_size"]):
+            last = start + s["micro_batch_size"] >= minibatch.size
+            idx = torch.as_tensor(minibatch[start : start + s["micro_batch_size"]], device=self._device)
+            micro = {key: v[idx] for key, v in cols.items()}
+            with contextlib.nullcontext() if last or not self.distributed else wrapped.no_sync():
+                fwd_out = wrapped(micro)  # forward_train: CausalLMModule._forward_train
+                loss = self.compute_loss_for_module(module_id=mid, config=self.config.get_config_for_module(mid), batch=micro, fwd_out=fwd_out)
+                loss.backward()
+            total = total + loss.detach()
+        return fwd_out, total, (self._sums, n_tokens)
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
@@ -194,7 +215,7 @@ class Mem1Learner(TorchLearner):
         if C.OLD_LOGP not in batch and self.objective.sampled:
             mismatch = (old_logp - sel(C.SAMPLE_LOGP)).abs() * f
             metrics["rollout_logp_mismatch"] = mismatch.sum()
-            self._mismatch_max = max(self._mismatch_max, float(mismatch.max()))
+            self._mismatch_max[module_id] = max(self._mismatch_max[module_id], float(mismatch.max()))
         if C.REF_LOGP in batch:
             kl = KL_ESTIMATORS[s["kl_estimator"]](fwd_out[LOGP], sel(C.REF_LOGP)) * f
             metrics["kl"] = kl.sum().detach()
@@ -210,7 +231,7 @@ class Mem1Learner(TorchLearner):
         return (per_token * f).sum() / self._normalizer
 
     @torch.no_grad()
-    def _prepare(self, module, cols) -> dict[str, torch.Tensor]:
+    def _prepare(self, mid: str, module, cols) -> dict[str, torch.Tensor]:
         """Everything computed once per update, before any gradient step."""
         s = self.settings
         rows = cols[C.INPUT_IDS].shape[0]
@@ -242,8 +263,8 @@ class Mem1Learner(TorchLearner):
             mismatch = (old_logp - cols[C.SAMPLE_LOGP]).abs() * loss_mask
             summed, count = self._all_reduce(torch.stack([mismatch.sum(), loss_mask.sum().float()]))
             worst = self._all_reduce(mismatch.max(), op=dist.ReduceOp.MAX)
-            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch"), float(summed / count.clamp(min=1)), window=1)
-            self.metrics.log_value((DEFAULT_MODULE_ID, "rollout_logp_mismatch_max"), float(worst), window=1)
+            self.metrics.log_value((mid, "rollout_logp_mismatch"), float(summed / count.clamp(min=1)), window=1)
+            self.metrics.log_value((mid, "rollout_logp_mismatch_max"), float(worst), window=1)
         if ref_logp is not None:
             extra[C.REF_LOGP] = ref_logp
 
@@ -257,7 +278,7 @@ class Mem1Learner(TorchLearner):
         assert all(v.shape[1] == full_len for v in extra.values())
         if C.RETURNS in extra:  # a critic: how well the values the advantages used predicted the returns
             ev = explained_variance(extra[C.OLD_VALUES], extra[C.RETURNS], loss_mask)  # the whole batch, so micro-batching cannot change it
-            self.metrics.log_value((DEFAULT_MODULE_ID, "explained_variance"), float(ev), window=1)
+            self.metrics.log_value((mid, "explained_variance"), float(ev), window=1)
         return extra
 
     @torch.no_grad()

@@ -236,3 +236,37 @@ def test_on_two_nodes_the_retriever_for_env_runners_binds_the_node_address(two_n
 
         node_ip, result = ray.get(search_from_the_other_node.remote(url), timeout=120)
     assert node_ip == "127.0.0.3" and len(result) == 1 and len(result[0]) == 2
+
+
+def test_two_agents_on_two_nodes_with_an_env_runner_on_each(two_node_ray, tiny_model_dir, tmp_path):
+    """The multi-agent run on a two-node cluster: one env runner per node, both reaching the
+    driver's retriever at the head node's address, both agents' episodes from both runners."""
+    import ray
+
+    from experiments.algorithm import build_algorithm_config, iteration_metrics
+    from experiments.config import TrainConfig, validate
+    from experiments.domains import make_domain
+
+    two_node_ray.add_node(num_cpus=1, node_ip_address="127.0.0.3")
+    two_node_ray.wait_for_nodes()
+    config = validate({
+        "output_dir": str(tmp_path), "model": {"name": tiny_model_dir},
+        "sampler": {"backend": "transformers", "max_new_tokens": 8},
+        "data": {"world_size": "small", "n_values": [2], "tasks_per_n": 4}, "env": {"max_turns": 2, "few_shot": False},
+        "agents": {"mem1": {"memory": "mem1"}, "full": {"memory": "full_context"}},
+        "algorithm": {"group_size": 2, "tasks_per_iteration": 2, "kl_coef": 0.0},
+        "training": {"num_env_runners": 2, "num_cpus_per_env_runner": 1},
+    }, TrainConfig)
+    with make_domain(config) as domain:
+        assert domain.worker_overrides()["retriever.url"].startswith("http://127.0.0.2:")
+        algo = build_algorithm_config(config, domain.worker_overrides()).build_algo()
+        try:
+            nodes = algo.env_runner_group.foreach_env_runner(lambda r: ray.util.get_node_ip_address(), local_env_runner=False)
+            m = iteration_metrics(algo.train())
+        finally:
+            algo.stop()
+    assert sorted(nodes) == ["127.0.0.2", "127.0.0.3"]
+    assert m["rollout/env_runners_died"] == 0 and m["rollout/env_runners_timed_out"] == 0
+    for agent in ("mem1", "full"):  # one task per runner, G = 2: both runners' episodes for each agent
+        assert m[f"agents/{agent}/rollout/episodes"] == 4
+        assert m[f"agents/{agent}/rollout/search_error_rate"] == 0.0

@@ -160,7 +160,7 @@ def _timers(runner) -> list[tuple[Any, str, str]]:
         (tok, "encode", "tokenise"), (tok, "apply_chat_template", "tokenise"),
         (chat, "prompt_ids", "tokenise"), (chat, "observation_ids", "tokenise"),
         (env_class, "reset", "env"), (env_class, "step", "env"),
-        (runner.memory, "context", "memory"), (Episode, "context_ids", "memory"),
+        *[(memory, "context", "memory") for memory in runner.agents.values()], (Episode, "context_ids", "memory"),
         (Episode, "add_segment", "records"), (Episode, "add_turn", "records"), (Episode, "finish", "records"),
         (rollout, "memory_metrics", "records"),
         (env_runner, "pack_episode", "packing"), (env_runner, "pack_group", "packing"),
