@@ -156,7 +156,7 @@ class Mem1Algorithm(Algorithm):
                 rollout.update({f"agents/{agent}/{k}": v for k, v in metrics.items() if k not in ("turns", "return_mean")})
         if len(self.config.mem1["agents"]) > 1:
             totals = _rollout_metrics(records)
-            rollout.update({k: totals[k] for k in ("turns", "perf/generated_tokens", "perf/sample_tokens_per_s", "rollout/episodes")})
+            rollout.update({k: totals[k] for k in ("turns", "perf/generated_tokens", "perf/sample_tokens_per_s", "perf/sampler_s", "rollout/episodes")})
             rollout["return_mean"] = float(np.mean([r["return"] for r in records]))
         rows = sum(len(c[C.LOSS_MASK]) for c in columns.values())
         return MultiAgentBatch({agent: SampleBatch(c) for agent, c in columns.items()}, env_steps=rows), rollout
@@ -226,12 +226,15 @@ def _rows(records: list[dict]) -> tuple[list, list[list[int]]]:
 def _rollout_metrics(records: list[dict]) -> dict[str, float]:
     infos = [r["info"] for r in records]
     mean = lambda key, default=0.0: float(np.mean([i.get(key, default) for i in infos]))
-    runners = list({r["stats"]["runner"]: r["stats"] for r in records}.values())  # each runner's totals once
-    tokens = sum(s["generated_tokens"] for s in runners)
-    # Runners sample at the same time, so the iteration's sampling lasts as long as its
-    # slowest runner: all tokens over that time is the rate of the whole fleet (over the mean
-    # time it would be overstated whenever the runners' shares are uneven).
-    sample_s = max(s["sample_s"] for s in runners)
+    runners: dict[int, dict[str, dict]] = {}  # each runner's totals once per agent
+    for r in records:
+        runners.setdefault(r["stats"]["runner"], {})[r["stats"].get("agent")] = r["stats"]
+    tokens = sum(s["generated_tokens"] for agents in runners.values() for s in agents.values())
+    # Runners sample at the same time (a runner's agents one after the other), so the
+    # iteration's sampling lasts as long as its slowest runner: all tokens over that time is
+    # the rate of the whole fleet (over the mean time it would be overstated whenever the
+    # runners' shares are uneven).
+    sample_s = max(sum(s["sample_s"] for s in agents.values()) for agents in runners.values())
     searches = sum(i.get("search_calls", 0) for i in infos)
     search_errors = sum(i.get("search_errors", 0) for i in infos)
     turns = sum(r["turns"] for r in records)
@@ -249,6 +252,7 @@ def _rollout_metrics(records: list[dict]) -> dict[str, float]:
         "memory/packed_tokens_per_episode": packed_tokens / len(records),  # a shared prompt counts once per group
         "perf/generated_tokens": float(tokens),
         "perf/sample_tokens_per_s": tokens / sample_s if sample_s else 0.0,
+        "perf/sampler_s": sample_s,  # in sampler calls (the slowest runner's): with agents:, each agent's own
         # failed searches come back as observations: only these show a dead retriever
         "rollout/search_errors": float(search_errors),
         "rollout/search_error_rate": search_errors / searches if searches else 0.0,

@@ -224,7 +224,6 @@ def _quiet_libraries() -> None:
     # call, rl_module.py:463), and Tune's monitor asks for gputil on CPU machines.
     logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
     logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # per-index "Building index from IDs" debug lines
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op.* is deprecated", category=FutureWarning)
 
 

@@ -93,7 +93,7 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
     def sample(self, *, iteration: int = 0, **kwargs) -> list[dict[str, Any]]:
         tc = self.train_config
         tasks = self._my_tasks(iteration)
-        stats = RolloutStats()
+        stats = {agent: RolloutStats() for agent in self.agents}
         records = []
         # A bar for the driver's own runner on a terminal (disable=None: off when not a TTY);
         # remote runners' output would interleave, their progress shows per iteration.
@@ -109,16 +109,19 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                             seed=derive_seed(tc.seed, iteration, task.id, g), tags={"group": group, "n": n, "policy": memory.spec},
                         ))
                 episodes = rollout(
-                    requests, self.samplers[agent], self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats,
+                    requests, self.samplers[agent], self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats[agent],
                     on_episode_end=lambda ep: bar.update(1),
                 )
                 played = [ep for ep in episodes if ep.turns]  # an episode that ended before its first call has nothing to learn from
-                records.extend(self._records(agent, played))
-        self._last_stats = stats
-        # every record carries its runner's totals; the driver counts them once per runner id
-        runner_stats = {"runner": self.worker_index or 0, "sample_s": stats.sample_s, "generated_tokens": stats.generated_tokens, "env_s": stats.env_s}
-        for r in records:
-            r["stats"] = runner_stats
+                mine = self._records(agent, played)
+                # every record carries its runner's totals for its agent; the driver counts
+                # them once per (runner, agent)
+                totals = {"runner": self.worker_index or 0, "agent": agent, "sample_s": stats[agent].sample_s,
+                          "generated_tokens": stats[agent].generated_tokens, "env_s": stats[agent].env_s}
+                for r in mine:
+                    r["stats"] = totals
+                records.extend(mine)
+        self._last_stats = RolloutStats(**{f: sum(getattr(st, f) for st in stats.values()) for f in ("turns", "sampler_calls", "generated_tokens", "sample_s", "env_s")})
         return records
 
     def _records(self, agent: str, played) -> list[dict[str, Any]]:

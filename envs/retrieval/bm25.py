@@ -21,11 +21,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import logging
+
 import bm25s
 import numpy as np
 
 from .base import check_topk
 from .corpus import Document, Hit
+
+# bm25s sets its own logger to DEBUG when imported, so every index build would print a
+# "Building index from IDs" line (amem builds one per note search).
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # Progress bars only where a build takes long enough to watch.
 PROGRESS_MIN_DOCS = 10_000

@@ -48,6 +48,9 @@ def test_two_agents_train_side_by_side(tiny_model_dir, tmp_path):
     # each agent played under its own memory policy: full context grows past mem1's context
     assert m["agents/full/memory/peak_tokens"] > m["agents/mem1/memory/peak_tokens"]
     assert m["rollout/episodes"] == 4
+    # each agent's own sampling: its tokens and time, which add up to the iteration's
+    assert sum(m[f"agents/{a}/perf/generated_tokens"] for a in AGENTS) == m["perf/generated_tokens"] > 0
+    assert sum(m[f"agents/{a}/perf/sampler_s"] for a in AGENTS) == pytest.approx(m["perf/sampler_s"])
 
     start = weights_of(load_model(tiny_model_dir))
     trained = {agent: weights_of(load_model(str(path))) for agent, path in result.agent_models.items()}
