@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python -m experiments.bench.rollout_throughput
 	$(BIN)/python -m experiments.bench.reliability
 	$(BIN)/python -m experiments.bench.retrieval
+	$(BIN)/python -m experiments.bench.multi_agent
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -371,3 +371,25 @@ def test_rollout_throughput_smoke(tiny_model_dir, tmp_path):
     assert data["ray_hop"]["2"]["records"] == 2 and data["ray_hop"]["2"]["one_way_s"] > 0
     assert data["analysis"] and data["command"].startswith("python -m experiments.bench.rollout_throughput")
     assert data["machine"]["cores"] and data["versions"]["vllm"] and data["model"]["path"]
+
+
+def test_multi_agent_smoke(tiny_model_dir, tmp_path):
+    """The benchmark end to end on tiny settings: two agents from a given start for one
+    iteration; per-agent figures, and the shared-engine comparison recorded as not measured."""
+    from experiments.bench.multi_agent import main
+
+    out = tmp_path / "multi_agent.json"
+    overrides = {
+        "output_dir": str(tmp_path), "agents": "{mem1: {memory: mem1}, full: {memory: full_context}}", "training.iterations": "1",
+        "algorithm.tasks_per_iteration": "1", "algorithm.group_size": "2", "sampler.max_new_tokens": "8", "env.max_turns": "2",
+        "data.world_size": "small", "data.tasks_per_n": "4", "training.trainable_layers": "null",
+        "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    assert main(["--sft-model", tiny_model_dir, "--out", str(out), *[a for k, v in overrides.items() for a in ("-o", f"{k}={v}")]]) == 0
+    data = json.loads(out.read_text())
+    assert sorted(data["agents"]) == ["full", "mem1"] and data["agents"]["full"]["memory"] == "full_context"
+    for agent in data["agents"].values():
+        (it,) = agent["iterations"]
+        assert it["iteration"] == 1 and it["generated_tokens"] > 0 and it["sampler_s"] > 0 and it["peak_tokens"] > 0
+    assert data["shared_engine_vs_one_per_agent"]["measured"] is False
+    assert sorted(data["agent_runs"]) == ["full", "mem1"] and data["machine"]["cores"]
