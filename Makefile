@@ -22,7 +22,7 @@ model: setup
 
 # The main job on the embedded defaults (CPU, SmolLM2-135M, generated world, BM25): SFT warm start
 # on expert traces (cached), GRPO from it for a few iterations, then one evaluation of the base,
-# SFT and SFT+GRPO weights under mem1, and of full context and a 2-turn window with the SFT weights.
+# SFT and SFT+GRPO weights under mem1, and of full context, a 2-turn window, summary and amem with the SFT weights.
 run: setup
 	$(BIN)/mem1 main
 

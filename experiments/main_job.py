@@ -6,8 +6,8 @@
    it and a changed config rebuilds it.
 2. GRPO from the SFT weights for a few iterations (`train_qa_grpo.yaml`, training.init_from).
 3. One evaluation on held-out tasks (`eval_qa.yaml`): mem1 with the base, SFT and SFT+GRPO
-   weights (rows mem1, mem1@sft, mem1@sft-grpo), and full_context and window(k=2) with the
-   SFT weights, at several N; one table, the accuracy and memory plots, and the learning
+   weights (rows mem1, mem1@sft, mem1@sft-grpo), and the other policies of eval_qa.yaml
+   (full_context, window(k=2), summary, amem(k=3)) with the SFT weights, at several N; one table, the accuracy and memory plots, and the learning
    curve of the GRPO iterations (learning_curve.png) next to them.
 4. `mem1 compare` of the job's own runs (the evaluation and the GRPO run): compare.html next
    to the evaluation's outputs, logged to MLflow (seconds: it reads the store, draws 4 plots).
