@@ -144,17 +144,18 @@ class Mem1Algorithm(Algorithm):
         """The learner's batch, one module's columns per agent, and the rollout metrics: as
         they are for one agent, and per agent under `agents/<name>/` for several (with the
         iteration's totals, e.g. turns and sampling speed, unprefixed)."""
+        several = len(self.config.mem1["agents"]) > 1
         by_agent: dict[str, list[dict]] = {}
         for r in records:
             by_agent.setdefault(r["agent"], []).append(r)
         columns, rollout = {}, {}
-        for agent, mine in by_agent.items():
+        for agent, mine in by_agent.items():  # GRPO groups are normalised within each agent's records
             columns[agent], metrics = self._agent_columns(mine)
-            if len(self.config.mem1["agents"]) == 1:
-                rollout.update(metrics)
-            else:
+            if several:
                 rollout.update({f"agents/{agent}/{k}": v for k, v in metrics.items() if k not in ("turns", "return_mean")})
-        if len(self.config.mem1["agents"]) > 1:
+            else:
+                rollout.update(metrics)
+        if several:
             totals = _rollout_metrics(records)
             rollout.update({k: totals[k] for k in ("turns", "perf/generated_tokens", "perf/sample_tokens_per_s", "perf/sampler_s", "rollout/episodes")})
             rollout["return_mean"] = float(np.mean([r["return"] for r in records]))

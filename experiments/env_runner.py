@@ -102,7 +102,7 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
             for agent, memory in self.agents.items():
                 requests = []
                 for n, task in tasks:  # every agent: the same tasks in the same order, with the same seeds
-                    group = f"{iteration}:{task.id}" if len(self.agents) == 1 else f"{agent}:{iteration}:{task.id}"
+                    group = f"{iteration}:{task.id}"  # within this agent's records (the driver splits them by agent)
                     for g in range(tc.algorithm.group_size):
                         requests.append(EpisodeRequest(
                             task=task, env=self.domain.make_env(n), memory=memory,
@@ -128,6 +128,7 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
         records = []
         for row, members in self._rows(played):
             for index, ep in enumerate(members):
+                acted = action_turns(ep)
                 records.append({
                     "agent": agent,
                     "task_id": ep.task_id,
@@ -137,8 +138,8 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                     "return": ep.total_reward,
                     "group": ep.info["group"],
                     "info": {k: v for k, v in ep.info.items() if isinstance(v, (int, float, str, bool))},
-                    "turns": len(action_turns(ep)),
-                    "valid_turns": sum(bool(t.info.get("valid")) for t in action_turns(ep)),
+                    "turns": len(acted),
+                    "valid_turns": sum(bool(t.info.get("valid")) for t in acted),
                 })
         return records
 
