@@ -285,6 +285,7 @@ def build_algorithm_config(config: TrainConfig, worker_overrides: dict[str, Any]
         "gradient_checkpointing": t.gradient_checkpointing,
         "trainable_layers": t.trainable_layers,
         "lora": config.model.lora.model_dump() if config.model.lora else None,
+        "sync": "adapter" if config.sampler.shared_engine else "weights",  # a shared engine loads adapters only
         "autocast": "bfloat16" if t.num_gpus_per_learner and config.model.dtype == "float32" else None,
     }
     learner = {

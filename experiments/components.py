@@ -111,7 +111,9 @@ def open_retriever(section: RetrieverSection, corpus: Path, host: str = LOOPBACK
         server.stop()
 
 
-def build_sampler(model: ModelSection, sampler: SamplerSection, tokenizer, *, seed: int = 0):
+def build_sampler(model: ModelSection, sampler: SamplerSection, tokenizer, *, seed: int = 0, adapters: list[str] | None = None):
+    """The configured sampler; with `adapters` (agent names), one vLLM engine that serves each
+    as a LoRA adapter of model.lora's shape (sampler.shared_engine)."""
     from policies.samplers import make_sampler, resolve_backend
 
     backend = resolve_backend(sampler.backend)
@@ -119,6 +121,13 @@ def build_sampler(model: ModelSection, sampler: SamplerSection, tokenizer, *, se
     if backend == "vllm":
         opts.setdefault("max_model_len", sampler.max_model_len)
         opts.setdefault("seed", seed)
+    if adapters:
+        if backend != "vllm" or model.lora is None:
+            raise ConfigError(f"sampler.shared_engine serves LoRA adapters on vLLM: sampler.backend resolved to {backend!r} here"
+                              + ("" if model.lora else " and model.lora is not set"))
+        from policies.samplers.vllm_sampler import LoraServing
+
+        opts["adapters"] = LoraServing(tuple(adapters), model.lora.r, model.lora.alpha, tuple(model.lora.target_modules))
     return make_sampler(backend, model=model.name, tokenizer=tokenizer, dtype=model.dtype, **opts)
 
 

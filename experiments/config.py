@@ -39,8 +39,8 @@ class Section(BaseModel):
 class LoraSection(Section):
     """LoRA adapters (peft) on the policy: only the adapters train, the base weights stay
     frozen in model.dtype, and the KL reference is the base with the adapters switched off
-    (no second copy of the model). Samplers still get the merged weights (W + alpha/r · BA) under the
-    base model's names."""
+    (no second copy of the model). Samplers get the merged weights (W + alpha/r · BA) under the
+    base model's names, or, with sampler.shared_engine, the adapters alone."""
 
     r: int = Field(16, ge=1, description="Rank of each adapter.")
     alpha: float = Field(32.0, gt=0, description="Scale numerator: an adapter adds (alpha / r) * B A to its weight.")
@@ -66,6 +66,7 @@ class SamplerSection(Section):
     max_new_tokens: int = Field(256, ge=1, description="Cap per turn; the reference allows 1000 for 7B models.")
     max_model_len: int = Field(8192, ge=256, description="Context window; an episode whose next context does not fit ends as truncated (context_overflow).")
     vllm: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments (e.g. gpu_memory_utilization, enforce_eager).")
+    shared_engine: bool = Field(False, description="Multi-agent training (agents:) with model.lora and the vllm backend: serve every agent as a LoRA adapter of one vLLM engine per env runner (one base model and KV cache, all agents' requests batched in one call), and sync only the adapters. False: one engine per agent, each with its own merged weights.")
 
 
 class RetrieverSection(Section):
@@ -288,6 +289,13 @@ class EvalConfig(Section):
     def _policies(cls, v: list[str]) -> list[str]:
         for spec in v:
             make_memory_policy(spec)  # raises with the allowed names
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _no_shared_engine(cls, v: SamplerSection) -> SamplerSection:
+        if v.shared_engine:
+            raise ValueError("shared_engine is for multi-agent training runs (agents:); evaluation serves one model per engine")
         return v
 
     def models(self) -> list[tuple[str, str, list[str]]]:
@@ -524,6 +532,14 @@ class TrainConfig(Section):
         if self.agents and self.training.num_learners > 1:
             raise ValueError(f"agents with training.num_learners={self.training.num_learners}: several agents train on one learner "
                              "for now; set num_learners <= 1")
+        if self.sampler.shared_engine:
+            missing = [why for bad, why in (
+                (not self.agents, "agents: (two or more agents to share it)"),
+                (self.model.lora is None, "model.lora (each agent is a LoRA adapter over the shared base)"),
+                (self.sampler.backend == "transformers", "sampler.backend: vllm (vLLM's multi-LoRA serving)"),
+            ) if bad]
+            if missing:
+                raise ValueError("sampler.shared_engine needs " + "; ".join(missing))
         if self.agents and self.algorithm.name == "sft":
             raise ValueError("agents with algorithm.name=sft: fine-tune one model with mem1 sft, then train the agents from it "
                              "(training.init_from)")

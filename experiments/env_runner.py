@@ -8,7 +8,9 @@ with its own weights. `sample(iteration=i)` draws its share of the iteration's t
 same seeds, one batched rollout per agent, and returns finished episodes packed for exact
 replay (policies/packer.py) with their rewards and metrics. Weights arrive through RLlib's
 `sync_weights` as Hugging Face state dicts, one per agent, and go straight into each agent's
-sampler, in place.
+sampler, in place. With `sampler.shared_engine`, one vLLM engine serves every agent as a LoRA
+adapter over the same base: all agents' episodes are played in one rollout (their requests
+share each call), and the sync carries each agent's adapter tensors only.
 
 No RLModule lives here: sampling is the sampler's job, so the runner holds one copy of the
 weights (the sampler's), not two. RLlib still wants spaces, which are placeholders
@@ -58,10 +60,16 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
         self.chat = ChatFormat(self.tokenizer, tc.model.chat_mode, tc.model.system_prompt)
         self.domain = make_domain(tc).__enter__()  # the driver's services, via worker_overrides()
         self.tasks = self.domain.tasks(tc.data.split)
-        # One engine per agent (each its own weights). Serving several agents as LoRA adapters
-        # of one vLLM engine would share the base; not built yet (README, "Training").
         self.agents = {agent: memory.build() for agent, memory in tc.agent_memories().items()}
-        self.samplers = {agent: build_sampler(tc.model, tc.sampler, self.tokenizer, seed=tc.seed + (self.worker_index or 0)) for agent in self.agents}
+        seed = tc.seed + (self.worker_index or 0)
+        if tc.sampler.shared_engine:
+            # one vLLM engine, every agent a LoRA adapter over the same base: all agents'
+            # requests go in the same calls; each agent's sampler is its adapter's view
+            self.engine = build_sampler(tc.model, tc.sampler, self.tokenizer, seed=seed, adapters=list(self.agents))
+            self.samplers = {agent: self.engine.adapter(agent) for agent in self.agents}
+        else:  # one engine per agent, each with its own (merged) weights
+            self.engine = None
+            self.samplers = {agent: build_sampler(tc.model, tc.sampler, self.tokenizer, seed=seed) for agent in self.agents}
         self.params = sampling_params(tc.sampler)
         self.num_runners = max(1, settings.get("num_runners", 1))
         self._weights_seq_no = 0
@@ -99,21 +107,24 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
         # remote runners' output would interleave, their progress shows per iteration.
         total = len(tasks) * tc.algorithm.group_size * len(self.agents)
         with tqdm(total=total, desc=f"iteration {iteration + 1} sampling", unit="ep", leave=False, disable=None if not self.worker_index else True, dynamic_ncols=True) as bar:
-            for agent, memory in self.agents.items():
-                requests = []
-                for n, task in tasks:  # every agent: the same tasks in the same order, with the same seeds
-                    group = f"{iteration}:{task.id}"  # within this agent's records (the driver splits them by agent)
-                    for g in range(tc.algorithm.group_size):
-                        requests.append(EpisodeRequest(
-                            task=task, env=self.domain.make_env(n), memory=memory,
-                            seed=derive_seed(tc.seed, iteration, task.id, g), tags={"group": group, "n": n, "policy": memory.spec},
-                        ))
-                episodes = rollout(
-                    requests, self.samplers[agent], self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=stats[agent],
-                    on_episode_end=lambda ep: bar.update(1),
-                )
-                played = [ep for ep in episodes if ep.turns]  # an episode that ended before its first call has nothing to learn from
-                mine = self._records(agent, played)
+            played: dict[str, list] = {}
+            if self.engine is not None:  # a shared engine: every agent's episodes in one rollout, batched together
+                requests = [r for agent, memory in self.agents.items() for r in self._requests(iteration, tasks, memory, agent)]
+                shared = RolloutStats()
+                episodes = rollout(requests, self.engine, self.chat, self.params, max_model_len=tc.sampler.max_model_len, stats=shared,
+                                   on_episode_end=lambda ep: bar.update(1))
+                for request, ep in zip(requests, episodes):
+                    played.setdefault(request.adapter, []).append(ep)
+                _split_shared_stats(shared, stats, played)
+            else:
+                for agent, memory in self.agents.items():
+                    played[agent] = rollout(
+                        self._requests(iteration, tasks, memory), self.samplers[agent], self.chat, self.params,
+                        max_model_len=tc.sampler.max_model_len, stats=stats[agent], on_episode_end=lambda ep: bar.update(1),
+                    )
+            for agent in self.agents:
+                # an episode that ended before its first call has nothing to learn from
+                mine = self._records(agent, [ep for ep in played.get(agent, []) if ep.turns])
                 # every record carries its runner's totals for its agent; the driver counts
                 # them once per (runner, agent)
                 totals = {"runner": self.worker_index or 0, "agent": agent, "sample_s": stats[agent].sample_s,
@@ -123,6 +134,20 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                 records.extend(mine)
         self._last_stats = RolloutStats(**{f: sum(getattr(st, f) for st in stats.values()) for f in ("turns", "sampler_calls", "generated_tokens", "sample_s", "env_s")})
         return records
+
+    def _requests(self, iteration: int, tasks, memory, adapter: str | None = None) -> list[EpisodeRequest]:
+        """One agent's episodes: `group_size` of each task. Every agent gets the same tasks in
+        the same order with the same seeds."""
+        tc = self.train_config
+        return [
+            EpisodeRequest(
+                task=task, env=self.domain.make_env(n), memory=memory, adapter=adapter,
+                seed=derive_seed(tc.seed, iteration, task.id, g),
+                # the group is within this agent's records (the driver splits them by agent)
+                tags={"group": f"{iteration}:{task.id}", "n": n, "policy": memory.spec},
+            )
+            for n, task in tasks for g in range(tc.algorithm.group_size)
+        ]
 
     def _records(self, agent: str, played) -> list[dict[str, Any]]:
         records = []
@@ -173,7 +198,7 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
             module_state = {DEFAULT_MODULE_ID: module_state}  # one agent's state dict, not keyed by module
         for agent, sampler in self.samplers.items():
             if agent in module_state:  # an update that synced only some agents leaves the others as they are
-                sampler.load_weights(module_state[agent])
+                sampler.load_weights(module_state[agent])  # on a shared engine: this agent's adapter
         self._weights_seq_no = seq
 
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
@@ -195,7 +220,21 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
 
     def stop(self) -> None:
         try:
-            for sampler in self.samplers.values():
+            for sampler in [*self.samplers.values(), *([self.engine] if self.engine is not None else [])]:
                 sampler.close()
         finally:
             self.domain.__exit__(None, None, None)
+
+
+def _split_shared_stats(shared: RolloutStats, per_agent: dict[str, RolloutStats], played: dict[str, list]) -> None:
+    """Per-agent totals of one rollout that served every agent (a shared engine): generated
+    tokens counted from each agent's episodes, and the shared seconds, rounds and calls split
+    by each agent's share of those tokens (the agents' requests went in the same calls), so
+    that the agents' figures still add up to the runner's."""
+    tokens = {agent: sum(len(ep.segments[t.generated]) for ep in eps for t in ep.turns) for agent, eps in played.items()}
+    total = sum(tokens.values()) or 1
+    for agent, st in per_agent.items():
+        share = tokens.get(agent, 0) / total
+        st.generated_tokens = tokens.get(agent, 0)
+        st.sample_s, st.env_s = shared.sample_s * share, shared.env_s * share
+        st.turns, st.sampler_calls = round(shared.turns * share), round(shared.sampler_calls * share)

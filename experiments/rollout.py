@@ -14,6 +14,7 @@ and an episode whose next context would not fit the model ends as truncated.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -31,13 +32,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EpisodeRequest:
-    """One episode to play: a task, its own env instance, a memory policy and a seed."""
+    """One episode to play: a task, its own env instance, a memory policy and a seed (and,
+    on a shared engine, the adapter that plays it)."""
 
     task: Task
     env: TextEnv
     memory: MemoryPolicy
     seed: int = 0
     tags: Mapping[str, Any] = field(default_factory=dict)  # copied into Episode.info (policy, N, group)
+    adapter: str | None = None  # the LoRA adapter that serves it (an agent of a shared engine); None: the sampler's weights
 
 
 def derive_seed(*parts: Any) -> int:
@@ -105,7 +108,7 @@ def rollout(
             break
         seeds = [derive_seed(requests[i].seed, requests[i].task.id, turn) for i in ready]
         t0 = time.perf_counter()
-        completions = sampler.generate(prompts, params, seeds=seeds)
+        completions = sampler.generate(prompts, params, seeds=seeds, **_adapters(requests, ready))
         stats.sample_s += time.perf_counter() - t0
         stats.sampler_calls += 1
         t0 = time.perf_counter()
@@ -175,29 +178,38 @@ _FINAL_KEYS = ("em", "f1", "em_sum", "em_mean", "f1_sum", "f1_mean", "answer", "
 def _run_before_turn_hooks(requests: Sequence[EpisodeRequest], episodes: list[Episode], live: list[int], turn: int, *,
                            sampler: Sampler, chat: ChatFormat, params: SamplingParams, max_model_len: int, stats: RolloutStats) -> None:
     """Policies that write their own memory (a summary, notes) get all their live episodes in
-    one call, with the sampler (timed and counted like the actions' calls) and a BM25 note
-    search."""
+    one call (per adapter, on a shared engine), with the sampler (timed and counted like the
+    actions' calls) and a BM25 note search."""
 
-    def generate(prompts, call_params, seeds):
+    def generate(prompts, call_params, seeds, adapter=None):
         t0 = time.perf_counter()
-        completions = sampler.generate(prompts, call_params, seeds=seeds)
+        extra = {"adapters": [adapter] * len(prompts)} if adapter is not None else {}
+        completions = sampler.generate(prompts, call_params, seeds=seeds, **extra)
         stats.sample_s += time.perf_counter() - t0
         stats.sampler_calls += 1
         stats.generated_tokens += sum(len(c.token_ids) for c in completions)
         return completions
 
-    groups: dict[int, list[int]] = {}
+    groups: dict[tuple[int, str | None], list[int]] = {}
     for i in live:
-        groups.setdefault(id(requests[i].memory), []).append(i)
-    for members in groups.values():
+        groups.setdefault((id(requests[i].memory), requests[i].adapter), []).append(i)
+    for (_, adapter), members in groups.items():
         policy = requests[members[0]].memory
         if type(policy).before_turn is MemoryPolicy.before_turn:
             continue
         seeds = [derive_seed(requests[i].seed, requests[i].task.id, turn, "memory") for i in members]
-        updated = policy.before_turn([episodes[i] for i in members], generate=generate, chat=chat, params=params, seeds=seeds,
+        updated = policy.before_turn([episodes[i] for i in members], generate=functools.partial(generate, adapter=adapter), chat=chat,
+                                     params=params, seeds=seeds,
                                      max_model_len=max_model_len, search_notes=search_notes)
         for i, ep in zip(members, updated):
             episodes[i] = ep
+
+
+def _adapters(requests: Sequence[EpisodeRequest], ready: list[int]) -> dict[str, list[str]]:
+    """The `adapters=` of a sampler call: only when the requests name adapters (samplers of
+    one set of weights take no such argument)."""
+    names = [requests[i].adapter for i in ready]
+    return {"adapters": names} if any(a is not None for a in names) else {}
 
 
 def search_notes(notes: Sequence[str], query: str, k: int) -> list[int]:

@@ -306,8 +306,9 @@ def export_policy(learner_group, config: TrainConfig, out: Path, module_id: str 
     from .config import SINGLE_AGENT
 
     module_id = module_id or SINGLE_AGENT
-    state = learner_group.get_state(components=f"learner/rl_module/{module_id}", inference_only=True)
-    weights = state["learner"]["rl_module"][module_id]
+    # the module's own merged HF state dict: its inference-only state is an adapter alone when agents share an engine
+    results = learner_group.foreach_learner(lambda learner: learner.module[module_id].hf_state_dict())
+    weights = next(iter(results)).get()  # every learner holds the same weights
     model = load_model(config.model.name, dtype=config.model.dtype)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     tmp = out.with_name(out.name + ".partial")

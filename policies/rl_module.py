@@ -8,7 +8,10 @@ no copy: the base model with the adapters switched off is the reference).
 
 Env runners never build this module: they sample with a vLLM or transformers sampler and
 receive the policy's weights through `get_state(inference_only=True)`, which returns the
-Hugging Face state dict as CPU torch tensors, ready for `Sampler.load_weights`.
+Hugging Face state dict as CPU torch tensors, ready for `Sampler.load_weights`; or, with
+`sync: adapter` (agents served as LoRA adapters of one shared engine), the adapter's tensors
+alone, ready for `VLLMSampler.load_adapter`. `hf_state_dict()` is always the full (merged)
+Hugging Face state dict, for export.
 
 model_config keys (set by experiments/algorithm.py from the YAML config):
     model: hub id, folder or bundled alias     dtype: weights dtype ("float32")
@@ -17,6 +20,7 @@ model_config keys (set by experiments/algorithm.py from the YAML config):
     gradient_checkpointing: bool               autocast: "bfloat16" | None (GPU)
     trainable_layers: int | None (train only the top k decoder layers; None: all)
     lora: {r, alpha, dropout, target_modules} | None (peft LoRA adapters; only they train)
+    sync: "weights" | "adapter" (what inference-only state holds; "adapter" needs lora)
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
         self.lora = bool(cfg.get("lora"))
         if self.lora:
             self.policy = _with_lora(self.policy, cfg["lora"])
+        self.sync_adapter = cfg.get("sync", "weights") == "adapter"
+        if self.sync_adapter and not self.lora:
+            raise ValueError("model_config sync='adapter' needs lora: a module without adapters has none to send")
         hidden = self.policy.config.hidden_size
         self.value_head = torch.nn.Linear(hidden, 1) if cfg.get("value_head") and not self.inference_only else None
         if self.value_head is not None:
@@ -127,11 +134,20 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs) -> dict[str, Any]:
         # CPU torch tensors, not RLlib's numpy arrays: numpy cannot hold bfloat16 (a bf16 model's
         # checkpoint would fail); set_state and checkpoint restore take either.
-        if inference_only:
-            # What samplers load: the Hugging Face state dict (HF names)
-            weights = _merged_state_dict(self.lm) if self.lora else self.policy.state_dict().items()
+        if inference_only and self.sync_adapter:
+            # What a shared engine loads: this agent's adapter only (a few MB, not the model)
+            from peft import get_peft_model_state_dict
+
+            weights = get_peft_model_state_dict(self.policy).items()
+        elif inference_only:
+            return self.hf_state_dict()
         else:
             weights = self.state_dict().items()
+        return {k: v.detach().to("cpu") for k, v in weights}
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The policy as a Hugging Face state dict (HF names, LoRA merged), CPU tensors."""
+        weights = _merged_state_dict(self.lm) if self.lora else self.policy.state_dict().items()
         return {k: v.detach().to("cpu") for k, v in weights}
 
 

@@ -8,6 +8,10 @@ finish reason) out, with in-place weight sync. Two backends implement it: `Trans
     out[0].token_ids, out[0].logp, out[0].text, out[0].finish_reason
     sampler.load_weights(learner_model.state_dict())   # weight sync, in place
 
+Several agents can share one engine as LoRA adapters over one base (vLLM's multi-LoRA
+serving): `adapters[i]` names the adapter that serves prompt i, and one call batches the
+requests of every adapter (`VLLMSampler(..., adapters=LoraServing(...))`, `load_adapter`).
+
 What `logp` means, in both backends: log_softmax(logits / T) of the sampled token, with T the
 temperature (T = 1 for greedy), taken before top-p truncation. At top_p = 1 (the RL setting)
 this is the exact sampling log-prob; the learner's `old_logp` recomputation uses the same T.
@@ -106,9 +110,12 @@ class Sampler(ABC):
         prompts: Sequence[Sequence[int]],
         params: SamplingParams = SamplingParams(),
         seeds: Sequence[int | None] | None = None,
+        adapters: Sequence[str] | None = None,
     ) -> list[Completion]:
         """One `Completion` per prompt, in order. `seeds[i]` seeds prompt i's sampling (same
-        seed, same prompt, same weights -> same sample); None leaves it to the backend's RNG."""
+        seed, same prompt, same weights -> same sample); None leaves it to the backend's RNG.
+        `adapters[i]` names the LoRA adapter that serves prompt i (backends that serve
+        adapters; None: the sampler's own weights for every prompt)."""
 
     @abstractmethod
     def load_weights(self, weights: Weights) -> None:
@@ -128,6 +135,13 @@ class Sampler(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def refuse_adapters(sampler: Sampler, adapters: Sequence[str] | None) -> None:
+    """For backends that serve one set of weights: a call that names adapters is an error."""
+    if adapters is not None:
+        raise ValueError(f"{type(sampler).__name__} serves no LoRA adapters (got adapters={list(adapters)[:3]}...); "
+                         "a shared engine of adapters is VLLMSampler's (sampler.shared_engine)")
 
 
 def check_prompts(prompts: Sequence[Sequence[int]], seeds: Sequence[int | None] | None, vocab_size: int) -> list[list[int]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .base import Completion, Sampler, SamplingParams, Weights, check_prompts
+from .base import Completion, Sampler, SamplingParams, Weights, check_prompts, refuse_adapters
 from .stops import finish_completion
 
 Act = Callable[[str], str]
@@ -38,7 +38,9 @@ class ScriptedSampler(Sampler):
         prompts: Sequence[Sequence[int]],
         params: SamplingParams = SamplingParams(),
         seeds: Sequence[int | None] | None = None,
+        adapters: Sequence[str] | None = None,
     ) -> list[Completion]:
+        refuse_adapters(self, adapters)
         out = []
         for ids in check_prompts(prompts, seeds, len(self.tokenizer)):
             context = self.tokenizer.decode(ids, skip_special_tokens=False)

@@ -33,7 +33,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from ..models import load_model
-from .base import Completion, Sampler, SamplingParams, Weights, check_prompts, named_tensors
+from .base import Completion, Sampler, SamplingParams, Weights, check_prompts, named_tensors, refuse_adapters
 from .stops import decode, default_eos_token_ids, finish_completion, stop_window
 
 
@@ -112,7 +112,9 @@ class TransformersSampler(Sampler):
         prompts: Sequence[Sequence[int]],
         params: SamplingParams = SamplingParams(),
         seeds: Sequence[int | None] | None = None,
+        adapters: Sequence[str] | None = None,
     ) -> list[Completion]:
+        refuse_adapters(self, adapters)
         if self.model is None:
             raise RuntimeError("this TransformersSampler was closed; build a new one")
         batch = check_prompts(prompts, seeds, self.vocab_size)

