@@ -28,7 +28,7 @@ import ray
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
-from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -116,6 +116,22 @@ class Mem1Algorithm(Algorithm):
         rollout.update(lost)
         for k, v in {**rollout, **{f"perf/{k}": v for k, v in timings.items()}}.items():
             self.metrics.log_value(("mem1", k), float(v), window=1)
+
+    @override(Algorithm)
+    def restore_env_runners(self, env_runner_group) -> list[int]:
+        """A restarted env runner gets the learner's current weights for every agent (on a
+        shared engine: their adapters, which it cannot sample without). RLlib's own version
+        first edits the runner's MultiRLModule in a multi-agent run, and a Mem1EnvRunner has
+        none: its samplers hold the weights."""
+        restored = env_runner_group.probe_unhealthy_env_runners() if self.config.is_online else []
+        if not restored:
+            return []
+        self._counters["total_num_restored_workers"] += len(restored)
+        state = self.learner_group.get_state(components=f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", inference_only=True)[COMPONENT_LEARNER]
+        state_ref = ray.put(state)
+        env_runner_group.foreach_env_runner(lambda runner: runner.set_state(ray.get(state_ref)), remote_worker_ids=restored,
+                                            local_env_runner=False, timeout_seconds=self.config.env_runner_restore_timeout_s)
+        return restored
 
     def _lost_runners(self, dispatched: list[int], returned: set[int]) -> dict[str, float]:
         """What the iteration lost: runners that died (RLlib marked them unhealthy and restores
@@ -253,7 +269,7 @@ def _rollout_metrics(records: list[dict]) -> dict[str, float]:
         "memory/packed_tokens_per_episode": packed_tokens / len(records),  # a shared prompt counts once per group
         "perf/generated_tokens": float(tokens),
         "perf/sample_tokens_per_s": tokens / sample_s if sample_s else 0.0,
-        "perf/sampler_s": sample_s,  # in sampler calls (the slowest runner's): with agents:, each agent's own
+        "perf/sampler_s": sample_s,  # in sampler calls (the slowest runner's): with agents:, each agent's own (shared engine: its token share)
         # failed searches come back as observations: only these show a dead retriever
         "rollout/search_errors": float(search_errors),
         "rollout/search_error_rate": search_errors / searches if searches else 0.0,

@@ -66,7 +66,7 @@ class SamplerSection(Section):
     max_new_tokens: int = Field(256, ge=1, description="Cap per turn; the reference allows 1000 for 7B models.")
     max_model_len: int = Field(8192, ge=256, description="Context window; an episode whose next context does not fit ends as truncated (context_overflow).")
     vllm: dict[str, Any] = Field(default_factory=dict, description="Extra vLLM engine arguments (e.g. gpu_memory_utilization, enforce_eager).")
-    shared_engine: bool = Field(False, description="Multi-agent training (agents:) with model.lora and the vllm backend: serve every agent as a LoRA adapter of one vLLM engine per env runner (one base model and KV cache, all agents' requests batched in one call), and sync only the adapters. False: one engine per agent, each with its own merged weights.")
+    shared_engine: bool = Field(False, description="Multi-agent training (agents:) with model.lora and backend: vllm: serve every agent as a LoRA adapter of one vLLM engine per env runner (one base model and KV cache; the agents' action requests share each call), and sync only the adapters. False: one engine per agent, each with its own merged weights.")
 
 
 class RetrieverSection(Section):
@@ -536,7 +536,7 @@ class TrainConfig(Section):
             missing = [why for bad, why in (
                 (not self.agents, "agents: (two or more agents to share it)"),
                 (self.model.lora is None, "model.lora (each agent is a LoRA adapter over the shared base)"),
-                (self.sampler.backend == "transformers", "sampler.backend: vllm (vLLM's multi-LoRA serving)"),
+                (self.sampler.backend != "vllm", "sampler.backend: vllm (vLLM's multi-LoRA serving; also on a GPU, where auto would pick it)"),
             ) if bad]
             if missing:
                 raise ValueError("sampler.shared_engine needs " + "; ".join(missing))

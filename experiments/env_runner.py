@@ -5,12 +5,13 @@ memory policy, and the domain's envs (reaching the driver's retriever by URL). A
 has one agent (RLlib's default module id); a multi-agent run (`agents:`) one per agent, each
 with its own weights. `sample(iteration=i)` draws its share of the iteration's tasks, plays
 `group_size` rollouts of each (a GRPO group) per agent, every agent the same tasks with the
-same seeds, one batched rollout per agent, and returns finished episodes packed for exact
+same seeds, one batched rollout per agent (or one for all, on a shared engine), and returns finished episodes packed for exact
 replay (policies/packer.py) with their rewards and metrics. Weights arrive through RLlib's
 `sync_weights` as Hugging Face state dicts, one per agent, and go straight into each agent's
 sampler, in place. With `sampler.shared_engine`, one vLLM engine serves every agent as a LoRA
-adapter over the same base: all agents' episodes are played in one rollout (their requests
-share each call), and the sync carries each agent's adapter tensors only.
+adapter over the same base: all agents' episodes are played in one rollout (their action
+requests share each call; a written-memory policy's memory calls run per agent), and the sync
+carries each agent's adapter tensors only.
 
 No RLModule lives here: sampling is the sampler's job, so the runner holds one copy of the
 weights (the sampler's), not two. RLlib still wants spaces, which are placeholders
@@ -116,6 +117,7 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                 for request, ep in zip(requests, episodes):
                     played.setdefault(request.adapter, []).append(ep)
                 _split_shared_stats(shared, stats, played)
+                self._last_stats = shared
             else:
                 for agent, memory in self.agents.items():
                     played[agent] = rollout(
@@ -132,7 +134,8 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
                 for r in mine:
                     r["stats"] = totals
                 records.extend(mine)
-        self._last_stats = RolloutStats(**{f: sum(getattr(st, f) for st in stats.values()) for f in ("turns", "sampler_calls", "generated_tokens", "sample_s", "env_s")})
+        if self.engine is None:
+            self._last_stats = RolloutStats(**{f: sum(getattr(st, f) for st in stats.values()) for f in ("turns", "sampler_calls", "generated_tokens", "sample_s", "env_s")})
         return records
 
     def _requests(self, iteration: int, tasks, memory, adapter: str | None = None) -> list[EpisodeRequest]:
@@ -227,14 +230,14 @@ class Mem1EnvRunner(EnvRunner, Checkpointable):
 
 
 def _split_shared_stats(shared: RolloutStats, per_agent: dict[str, RolloutStats], played: dict[str, list]) -> None:
-    """Per-agent totals of one rollout that served every agent (a shared engine): generated
-    tokens counted from each agent's episodes, and the shared seconds, rounds and calls split
-    by each agent's share of those tokens (the agents' requests went in the same calls), so
-    that the agents' figures still add up to the runner's."""
-    tokens = {agent: sum(len(ep.segments[t.generated]) for ep in eps for t in ep.turns) for agent, eps in played.items()}
-    total = sum(tokens.values()) or 1
+    """Each agent's generated tokens and seconds in one rollout that served every agent (a
+    shared engine): tokens counted from its episodes, the shared seconds split by its share of
+    the tokens (the agents' requests went in the same calls; evenly when nothing was
+    generated), so the agents' seconds add up to the runner's and every agent shows the
+    runner's tokens/s."""
+    tokens = {agent: sum(len(ep.segments[t.generated]) for ep in played.get(agent, []) for t in ep.turns) for agent in per_agent}
+    total = sum(tokens.values())
     for agent, st in per_agent.items():
-        share = tokens.get(agent, 0) / total
-        st.generated_tokens = tokens.get(agent, 0)
+        share = tokens[agent] / total if total else 1 / len(per_agent)
+        st.generated_tokens = tokens[agent]
         st.sample_s, st.env_s = shared.sample_s * share, shared.env_s * share
-        st.turns, st.sampler_calls = round(shared.turns * share), round(shared.sampler_calls * share)

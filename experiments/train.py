@@ -307,7 +307,7 @@ def export_policy(learner_group, config: TrainConfig, out: Path, module_id: str 
 
     module_id = module_id or SINGLE_AGENT
     # the module's own merged HF state dict: its inference-only state is an adapter alone when agents share an engine
-    results = learner_group.foreach_learner(lambda learner: learner.module[module_id].hf_state_dict())
+    results = learner_group.foreach_learner(lambda learner: learner.module[module_id].unwrapped().hf_state_dict())  # unwrapped: DDP
     weights = next(iter(results)).get()  # every learner holds the same weights
     model = load_model(config.model.name, dtype=config.model.dtype)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})

@@ -63,7 +63,9 @@ class CausalLMModule(TorchRLModule, InferenceOnlyAPI):
         self.lora = bool(cfg.get("lora"))
         if self.lora:
             self.policy = _with_lora(self.policy, cfg["lora"])
-        self.sync_adapter = cfg.get("sync", "weights") == "adapter"
+        if cfg.get("sync", "weights") not in ("weights", "adapter"):
+            raise ValueError(f"model_config sync={cfg['sync']!r}: 'weights' (the HF state dict) or 'adapter' (LoRA tensors only)")
+        self.sync_adapter = cfg.get("sync") == "adapter"
         if self.sync_adapter and not self.lora:
             raise ValueError("model_config sync='adapter' needs lora: a module without adapters has none to send")
         hidden = self.policy.config.hidden_size

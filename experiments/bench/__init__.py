@@ -4,7 +4,7 @@
     python -m experiments.bench.learner             # packed vs per-turn replay, forward + backward tokens/s
     python -m experiments.bench.sampler_throughput  # tokens/s of a sampler backend
     python -m experiments.bench.retrieval           # faiss indexes: recall, latency, size (retriever.faiss_index)
-    python -m experiments.bench.multi_agent         # mem1, full_context, summary, amem trained side by side
+    python -m experiments.bench.multi_agent         # mem1, full_context, summary, amem trained side by side; shared engine vs one per agent
 
 Speed and memory targets live here, never in unit tests (machines differ; tests must not
 flake). Every result records the machine, the package versions and the exact command, so

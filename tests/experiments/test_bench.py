@@ -375,7 +375,8 @@ def test_rollout_throughput_smoke(tiny_model_dir, tmp_path):
 
 def test_multi_agent_smoke(tiny_model_dir, tmp_path):
     """The benchmark end to end on tiny settings: two agents from a given start for one
-    iteration; per-agent figures, and the shared-engine comparison recorded as not measured."""
+    iteration; per-agent figures; the same sampling served by one engine of two adapters
+    and by one engine per agent."""
     from experiments.bench.multi_agent import main
 
     out = tmp_path / "multi_agent.json"
@@ -391,5 +392,12 @@ def test_multi_agent_smoke(tiny_model_dir, tmp_path):
     for agent in data["agents"].values():
         (it,) = agent["iterations"]
         assert it["iteration"] == 1 and it["generated_tokens"] > 0 and it["sampler_s"] > 0 and it["peak_tokens"] > 0
-    assert data["shared_engine_vs_one_per_agent"]["measured"] is False
+    engines = data["shared_engine_vs_one_per_agent"]
+    shared, separate = engines["shared_engine"], engines["one_engine_per_agent"]
+    assert (shared["engines"], separate["engines"]) == (1, 2)
+    for mode in (shared, separate):
+        assert mode["tokens_per_s"] > 0 and len(mode["sample_wall_s"]) == engines["settings"]["iterations"] == 2
+        assert {a: v["episodes"] for a, v in mode["per_agent"].items()} == {"mem1": 4, "full": 4}  # 2 iterations x G = 2
+        assert mode["resident_gib_peak"] >= mode["resident_gib_after_start"] > 0
+    assert engines["shared_over_separate_tokens_per_s"] == pytest.approx(shared["tokens_per_s"] / separate["tokens_per_s"], rel=0.01)
     assert sorted(data["agent_runs"]) == ["full", "mem1"] and data["machine"]["cores"]

@@ -228,3 +228,45 @@ def test_a_hung_env_runner_stops_the_run_when_configured_to(char_model_dir, tmp_
                 os.kill(pid, signal.SIGKILL)
     (run_dir,) = (tmp_path / "runs").glob("toy-*")
     assert [Path(c).name for c in json.loads((run_dir / "run.json").read_text())["checkpoints"]] == ["iter_0001"]
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_killed_runner_of_a_shared_engine_comes_back_with_every_agents_adapter(tiny_model_dir, tmp_path):
+    """Two agents (mem1, and summary with its memory calls) as LoRA adapters of one vLLM
+    engine per runner, two runners, GRPO. One runner dies holding iteration 2's call; that
+    iteration trains on the other's episodes. Ray restarts it, and before it samples again
+    Mem1Algorithm.restore_env_runners loads both agents' current adapters into its new engine
+    (RLlib's own restore would edit a MultiRLModule these runners do not have, and an engine
+    without adapters cannot sample): iteration 3 has every episode, sampled with log-probs
+    equal to the learner's."""
+    from experiments.config import TrainConfig, validate
+
+    killed: list[int] = []
+
+    def hook(iteration: int, metrics: dict) -> None:
+        if iteration == 1:
+            pid = _runner_pids()[0]
+            os.kill(pid, signal.SIGSTOP)  # it holds iteration 2's call, then dies with it in flight
+            killed.append(pid)
+            threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
+        if iteration == 2:
+            _wait_until_runners_alive(timeout=240, replaced=killed)
+
+    config = validate({
+        "name": "shared-fault", "output_dir": str(tmp_path / "runs"),
+        "model": {"name": tiny_model_dir, "lora": {"r": 8, "alpha": 16}},
+        "sampler": {"backend": "vllm", "shared_engine": True, "temperature": 1.0, "max_new_tokens": 12, "max_model_len": 2048},
+        "data": {"world_size": "small", "n_values": [1], "tasks_per_n": 4},
+        "env": {"max_turns": 2, "few_shot": False},
+        "agents": {"mem1": {"memory": "mem1"}, "summary": {"memory": "summary"}},
+        "algorithm": {"name": "grpo", "lr": 3e-2, "group_size": 2, "tasks_per_iteration": 2, "kl_coef": 0.0, "entropy_coef": 0.01},
+        "training": {"iterations": 3, "num_env_runners": 2, "num_cpus_per_env_runner": 1},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "shared-fault"},
+    }, TrainConfig)
+    h = {m["iteration"]: m for m in train(config, quiet=True, on_iteration=hook).history}
+    full = h[1]["rollout/episodes"]  # 2 tasks x G = 2 x 2 agents, one task per runner
+    assert (h[2]["rollout/env_runners_died"], h[2]["rollout/episodes"]) == (1, full / 2)
+    assert (h[3]["rollout/env_runners_died"], h[3]["rollout/episodes"]) == (0, full)
+    for agent in ("mem1", "summary"):
+        assert h[3][f"agents/{agent}/rollout/episodes"] == full / 2
+        assert h[3][f"agents/{agent}/rollout/logp_mismatch_max"] < 1e-3, agent

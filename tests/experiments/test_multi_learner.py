@@ -9,6 +9,8 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from experiments.algorithm import build_algorithm_config, iteration_metrics, shardable
 from experiments.config import ConfigError, TrainConfig, validate
+from experiments.train import export_policy
+from policies.models import load_model
 from policies import columns as C
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -84,6 +86,9 @@ def test_two_learners_take_the_one_learner_update_and_sync_it_to_the_sampler(cha
         assert any(not torch.equal(weights_a[k], synced[k]) for k in synced)  # the second update arrived
         for k in synced:
             assert torch.equal(learned[0][k], learned[1][k]) and torch.equal(synced[k], learned[0][k]), k
+        # the export reads the module inside DDP's wrapper
+        exported = load_model(str(export_policy(two.learner_group, _config(char_model_dir, tmp_path, 2, 3), tmp_path / "model")))
+        assert all(torch.equal(v, learned[0][k]) for k, v in exported.state_dict().items())
     finally:
         one.stop()
         two.stop()
