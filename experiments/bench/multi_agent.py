@@ -154,9 +154,31 @@ def engine_part(sft_model: Path, extra: list[str], iterations: int, argv) -> dic
     }
     out.update(started=run["started"], wall_s=run["wall_s"], machine=run["machine"], notes=run["notes"],
                model=model_info(config.model.name), versions=package_versions(("torch", "vllm", "peft", "ray")))
+    out["analysis"] = engine_analysis(out)
     print(f"shared engine: {shared['tokens_per_s']} tok/s, one engine per agent: {separate['tokens_per_s']} tok/s "
           f"({out['shared_over_separate_tokens_per_s']}x); start {shared['start_s']} s vs {separate['start_s']} s")
     return out
+
+
+def engine_analysis(out: dict[str, Any]) -> str:
+    """What the serving comparison says, from its figures."""
+    shared, separate = out["shared_engine"], out["one_engine_per_agent"]
+    same = shared["generated_tokens"] == separate["generated_tokens"] and all(
+        shared["per_agent"][a]["em"] == separate["per_agent"][a]["em"] for a in shared["per_agent"])
+    return (
+        f"Same tokens in both modes: {same} ({shared['generated_tokens']} generated; B = 0 adapters serve the SFT weights). "
+        f"Memory: one engine of {len(shared['per_agent'])} adapters held {shared['resident_gib_after_start']} GiB resident after start "
+        f"against {separate['resident_gib_after_start']} GiB for {separate['engines']} engines "
+        f"({separate['resident_gib_after_start'] / shared['resident_gib_after_start']:.1f}x less), and started in "
+        f"{shared['start_s']} s against {separate['start_s']} s. Speed: {shared['tokens_per_s']} against "
+        f"{separate['tokens_per_s']} generated tokens/s ({out['shared_over_separate_tokens_per_s']}x). On CPU, vLLM's LoRA "
+        "layers are its torch reference ops (vllm/lora/ops/torch_ops: each token's adapter matrices gathered into a "
+        "tokens x out x r tensor, then einsum, for every adapted projection of every layer), so every token, prefill "
+        "included, pays for that copy, and batching the agents together does not win it back. On a GPU the same "
+        "requests take vLLM's punica Triton kernels; not measured here (no GPU lent). So on CPU the shared engine is "
+        "the choice when memory is short (several agents next to their learners), and one engine per agent (the "
+        "default) when it is not."
+    )
 
 
 def engine_overrides(sft_model: Path, extra: list[str]) -> list[str]:
